@@ -1,0 +1,218 @@
+"""Cluster state as numpy arrays: the snapshot every policy reads.
+
+The simulator and the extender each own a `ClusterState` and mutate it only through
+`allocate` / `release`. GPUs are laid out as a padded (nodes x max_gpus) grid so a policy
+can test one job against every node in a few vector operations; padding GPUs have
+`free = -1` so nothing ever fits on them.
+
+Two views of load are kept side by side:
+- `free` is what is left after *reservations* (requests, or peaks, or whatever the
+  policy booked) - the Kubernetes view;
+- `load` is the expected load per time-of-day slot, the sum of the placed jobs' daily
+  profiles - the tidal view, used by the tidal policy and by every metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+from gsched.models import DEFAULT_SLOTS, Cluster, Job
+
+EPS = 1e-9
+
+
+class Reason(IntEnum):
+    """Why a job does not fit a node; 0 means it fits."""
+
+    FITS = 0
+    GPU_MODEL = 1
+    GPU_COUNT = 2
+    GPU_MEMORY = 3
+    CPU = 4
+    MEMORY = 5
+    GPU_FREE = 6
+    GPU_SHARE = 7
+    PROFILE = 8
+
+    @property
+    def message(self) -> str:
+        return _REASON_TEXT[self]
+
+
+_REASON_TEXT = {
+    Reason.FITS: "fits",
+    Reason.GPU_MODEL: "GPU model not allowed by the job",
+    Reason.GPU_COUNT: "node has fewer GPUs than the job needs",
+    Reason.GPU_MEMORY: "GPU memory too small for the job",
+    Reason.CPU: "not enough free CPU",
+    Reason.MEMORY: "not enough free memory",
+    Reason.GPU_FREE: "not enough free whole GPUs",
+    Reason.GPU_SHARE: "no GPU has enough free share",
+    Reason.PROFILE: "daily load would exceed GPU capacity minus headroom in some slot",
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a job goes: a node index and the GPU indices on that node."""
+
+    node: int
+    gpus: tuple[int, ...]
+    reserved: float  # share reserved on each of those GPUs
+
+
+@dataclass(frozen=True)
+class NoFit:
+    """The job fits nowhere; `reasons` counts nodes by the first reason they failed."""
+
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if not self.reasons:
+            return "no nodes"
+        return "; ".join(f"{n} node(s): {r}" for r, n in sorted(self.reasons.items(),
+                                                                key=lambda kv: -kv[1]))
+
+
+@dataclass
+class Running:
+    """A job placed on the cluster (what `release` needs to undo it)."""
+
+    job: Job
+    placement: Placement
+    load: np.ndarray  # per-GPU load profile it added (T,)
+
+
+class ClusterState:
+    """Mutable cluster snapshot; see the module docstring."""
+
+    def __init__(self, cluster: Cluster, slots: int = DEFAULT_SLOTS) -> None:
+        self.cluster = cluster
+        self.slots = slots
+        nodes = cluster.nodes
+        n = len(nodes)
+        self.n_nodes = n
+        self.max_gpus = max((nd.gpu_count for nd in nodes), default=0) or 1
+        self.node_names = [nd.name for nd in nodes]
+        self.node_index = {nd.name: i for i, nd in enumerate(nodes)}
+        self.gpu_count = np.array([nd.gpu_count for nd in nodes], dtype=np.int64)
+        self.gpu_valid = np.arange(self.max_gpus)[None, :] < self.gpu_count[:, None]
+        self.gpu_mem_total = np.array([nd.gpu_memory_mib for nd in nodes], dtype=np.float64)
+        self.cpu_total = np.array([nd.cpu_milli for nd in nodes], dtype=np.float64)
+        self.mem_total = np.array([nd.memory_mib for nd in nodes], dtype=np.float64)
+        models = sorted({nd.gpu_model for nd in nodes})
+        self.model_names = models
+        self.model_id = {m: i for i, m in enumerate(models)}
+        self.node_model = np.array([self.model_id[nd.gpu_model] for nd in nodes], dtype=np.int64)
+        self.node_price = np.array([cluster.price_of(nd.gpu_model) for nd in nodes])
+        # Nodes that declare no CPU/memory are not limited by them.
+        self.cpu_unlimited = self.cpu_total <= 0
+        self.mem_unlimited = self.mem_total <= 0
+        self.free = np.where(self.gpu_valid, 1.0, -1.0)
+        self.gpu_mem_free = np.where(self.gpu_valid, self.gpu_mem_total[:, None], -1.0)
+        self.cpu_free = self.cpu_total.copy()
+        self.mem_free = self.mem_total.copy()
+        self.load = np.zeros((n, self.max_gpus, slots), dtype=np.float64)
+        self.jobs_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
+        self.inference_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
+        self.running: dict[str, Running] = {}
+        #: bumped whenever a node changes, so policies can cache per-node work.
+        self.node_version = np.zeros(n, dtype=np.int64)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def total_gpus(self) -> int:
+        return int(self.gpu_count.sum())
+
+    def model_mask(self, job: Job) -> np.ndarray:
+        """Nodes whose GPU model the job accepts."""
+        if not job.gpu_models:
+            return np.ones(self.n_nodes, dtype=bool)
+        ids = [self.model_id[m] for m in job.gpu_models if m in self.model_id]
+        return np.isin(self.node_model, ids)
+
+    def static_fit(self, job: Job) -> np.ndarray:
+        """Nodes the job could use if they were empty (can it *ever* run there?)."""
+        mask = self.model_mask(job)
+        if job.num_gpu:
+            mask &= self.gpu_count >= job.num_gpu
+            mask &= self.gpu_mem_total >= job.gpu_mem_mib
+        mask &= self.cpu_unlimited | (self.cpu_total >= job.cpu_milli)
+        mask &= self.mem_unlimited | (self.mem_total >= job.memory_mib)
+        return mask
+
+    def gpu_fit(self, job: Job, reserve: float) -> np.ndarray:
+        """(nodes x gpus) mask of GPUs that can take `reserve` share and the job's memory."""
+        return (self.free >= reserve - EPS) & (self.gpu_mem_free >= job.gpu_mem_mib)
+
+    def fit_reasons(self, job: Job, reserve: float) -> np.ndarray:
+        """Reason code per node (0 = fits now) for reserving `reserve` per GPU."""
+        reasons = np.zeros(self.n_nodes, dtype=np.int8)
+
+        def mark(bad: np.ndarray, why: Reason) -> None:
+            reasons[(reasons == 0) & bad] = why
+
+        mark(~self.model_mask(job), Reason.GPU_MODEL)
+        if job.num_gpu:
+            mark(self.gpu_count < job.num_gpu, Reason.GPU_COUNT)
+            mark(self.gpu_mem_total < job.gpu_mem_mib, Reason.GPU_MEMORY)
+        mark(~self.cpu_unlimited & (self.cpu_free < job.cpu_milli - EPS), Reason.CPU)
+        mark(~self.mem_unlimited & (self.mem_free < job.memory_mib - EPS), Reason.MEMORY)
+        if job.num_gpu:
+            usable = self.gpu_fit(job, reserve).sum(axis=1)
+            why = Reason.GPU_FREE if reserve >= 1 - EPS else Reason.GPU_SHARE
+            mark(usable < job.num_gpu, why)
+        return reasons
+
+    def node_gpu_alloc(self) -> np.ndarray:
+        """Reserved share per node (sum over its GPUs)."""
+        return np.where(self.gpu_valid, 1.0 - self.free, 0.0).sum(axis=1)
+
+    def allocated_gpus(self) -> float:
+        return float(np.where(self.gpu_valid, 1.0 - self.free, 0.0).sum())
+
+    # --------------------------------------------------------------- mutations
+    def allocate(self, job: Job, placement: Placement, load: np.ndarray | None = None) -> None:
+        """Book `placement` for `job`. `load` is its per-GPU daily load (defaults to profile)."""
+        if job.id in self.running:
+            raise ValueError(f"job {job.id} is already placed")
+        if load is None:
+            load = job.load_profile(self.slots) if job.num_gpu else np.zeros(self.slots)
+        n, gpus = placement.node, list(placement.gpus)
+        if gpus:
+            self.free[n, gpus] -= placement.reserved
+            self.gpu_mem_free[n, gpus] -= job.gpu_mem_mib
+            self.load[n, gpus, :] += load
+            self.jobs_on_gpu[n, gpus] += 1
+            if job.kind == "inference":
+                self.inference_on_gpu[n, gpus] += 1
+        self.cpu_free[n] -= job.cpu_milli
+        self.mem_free[n] -= job.memory_mib
+        self.node_version[n] += 1
+        self.running[job.id] = Running(job, placement, load)
+
+    def release(self, job_id: str) -> Running:
+        """Undo a placement; returns what was released."""
+        r = self.running.pop(job_id)
+        n, gpus = r.placement.node, list(r.placement.gpus)
+        if gpus:
+            self.free[n, gpus] += r.placement.reserved
+            self.gpu_mem_free[n, gpus] += r.job.gpu_mem_mib
+            self.load[n, gpus, :] -= r.load
+            self.jobs_on_gpu[n, gpus] -= 1
+            if r.job.kind == "inference":
+                self.inference_on_gpu[n, gpus] -= 1
+            # Snap float dust back so an empty GPU is exactly empty.
+            empty = self.jobs_on_gpu[n, gpus] == 0
+            if empty.any():
+                idx = np.array(gpus)[empty]
+                self.free[n, idx] = 1.0
+                self.gpu_mem_free[n, idx] = self.gpu_mem_total[n]
+                self.load[n, idx, :] = 0.0
+        self.cpu_free[n] += r.job.cpu_milli
+        self.mem_free[n] += r.job.memory_mib
+        self.node_version[n] += 1
+        return r
