@@ -62,6 +62,15 @@ class Policy:
         """Pick the job's GPUs on `node`: tightest fitting GPUs first, then lowest index."""
         return tightest_gpus(state, job, node, self.reservation(job))
 
+    # -- time hooks ------------------------------------------------------------
+    def on_slot(self, state: ClusterState, slot: int, now: float) -> list[str]:
+        """Called by drivers when the time-of-day slot changes (before it starts).
+
+        Returns ids of running preemptible jobs to checkpoint and move out now; the
+        driver evicts them and queues them again. Request-based policies never do.
+        """
+        return []
+
     # -- queue order -----------------------------------------------------------
     def queue_key(self, job: Job) -> tuple:
         """Order in which waiting jobs are retried: priority, then arrival."""
