@@ -54,6 +54,23 @@ class Policy:
         """Reason code per node; 0 (`Reason.FITS`) where the job fits now."""
         return state.fit_reasons(job, self.reservation(job))
 
+    def feasible(self, state: ClusterState, job: Job) -> np.ndarray:
+        """Boolean mask of nodes that fit now: `filter(...) == 0`, without the reasons.
+
+        Request-based policies take a fast path; a policy that overrides `filter` is
+        answered through its own filter, so the two can never disagree.
+        """
+        if type(self).filter is Policy.filter:
+            return state.fit_mask(job, self.reservation(job))
+        return self.filter(state, job) == 0
+
+    def fit_key(self, job: Job) -> tuple:
+        """Jobs with equal keys fit in exactly the same places under this policy.
+
+        Drivers use it to stop retrying a queue of identical jobs after one fails.
+        """
+        return (job.shape_key(), self.reservation(job))
+
     def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
         """Score per node (higher is better); only `feasible` entries are read."""
         raise NotImplementedError
@@ -104,10 +121,9 @@ def summarize_reasons(reasons: np.ndarray) -> NoFit:
 
 def place(policy: Policy, state: ClusterState, job: Job) -> Placement | NoFit:
     """Filter, score, pick the best node (lowest index on ties), then its GPUs."""
-    reasons = policy.filter(state, job)
-    feasible = reasons == 0
+    feasible = policy.feasible(state, job)
     if not feasible.any():
-        return summarize_reasons(reasons)
+        return summarize_reasons(policy.filter(state, job))
     scores = policy.score(state, job, feasible)
     masked = np.where(feasible, scores, -np.inf)
     node = int(np.argmax(masked))

@@ -19,7 +19,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from gsched.models import DEFAULT_SLOTS, Cluster, Job
+from gsched.models import DAY_SECONDS, DEFAULT_SLOTS, Cluster, Job
 
 EPS = 1e-9
 
@@ -121,6 +121,18 @@ class ClusterState:
         self.running: dict[str, Running] = {}
         #: bumped whenever a node changes, so policies can cache per-node work.
         self.node_version = np.zeros(n, dtype=np.int64)
+        self._static: dict[tuple, np.ndarray] = {}
+        #: wall or simulated clock (seconds); drivers keep it current for time-aware policies.
+        self.now = 0.0
+
+    @property
+    def slot_seconds(self) -> float:
+        return DAY_SECONDS / self.slots
+
+    @property
+    def current_slot(self) -> int:
+        """Time-of-day slot that `now` falls in."""
+        return int((self.now % DAY_SECONDS) // self.slot_seconds) % self.slots
 
     # ------------------------------------------------------------------ queries
     @property
@@ -142,6 +154,31 @@ class ClusterState:
             mask &= self.gpu_mem_total >= job.gpu_mem_mib
         mask &= self.cpu_unlimited | (self.cpu_total >= job.cpu_milli)
         mask &= self.mem_unlimited | (self.mem_total >= job.memory_mib)
+        return mask
+
+    def static_mask(self, job: Job) -> np.ndarray:
+        """`static_fit`, cached per job shape (it never changes for a given cluster)."""
+        key = (job.gpu_models, job.num_gpu, job.gpu_mem_mib, job.cpu_milli, job.memory_mib)
+        mask = self._static.get(key)
+        if mask is None:
+            mask = self._static[key] = self.static_fit(job)
+        return mask
+
+    def fit_mask(self, job: Job, reserve: float) -> np.ndarray:
+        """Nodes that can take the job now: `fit_reasons(...) == 0`, computed faster."""
+        mask = self.static_mask(job).copy()
+        if job.cpu_milli:
+            mask &= self.cpu_unlimited | (self.cpu_free >= job.cpu_milli - EPS)
+        if job.memory_mib:
+            mask &= self.mem_unlimited | (self.mem_free >= job.memory_mib - EPS)
+        if job.num_gpu:
+            ok = self.free >= reserve - EPS
+            if job.gpu_mem_mib:
+                ok &= self.gpu_mem_free >= job.gpu_mem_mib
+            if job.num_gpu == 1:
+                mask &= ok.any(axis=1)
+            else:
+                mask &= ok.sum(axis=1) >= job.num_gpu
         return mask
 
     def gpu_fit(self, job: Job, reserve: float) -> np.ndarray:

@@ -1,0 +1,119 @@
+"""Time integrals of cluster figures between simulator events.
+
+Utilisation and SLO risk depend on the time of day (profiles), so they are kept per
+slot: `util_by_slot[t]` is the cluster's summed GPU utilisation if slot t were now, and
+integrating from t0 to t1 weights each slot by how long the interval spends in it.
+Everything is updated incrementally when GPUs change, never recomputed cluster-wide.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gsched.models import DAY_SECONDS
+from gsched.scheduler.state import EPS, ClusterState
+
+
+def slot_durations(t0: float, t1: float, slots: int) -> np.ndarray:
+    """Seconds that [t0, t1) spends in each time-of-day slot."""
+    length = DAY_SECONDS / slots
+    out = np.zeros(slots)
+    span = t1 - t0
+    if span <= 0:
+        return out
+    days = int(span // DAY_SECONDS)
+    if days:
+        out += days * length
+    a = t0 % DAY_SECONDS
+    b = a + (span - days * DAY_SECONDS)
+    edges = np.arange(slots) * length
+    for lo, hi in ((a, min(b, DAY_SECONDS)), (0.0, b - DAY_SECONDS)):
+        if hi > lo:
+            out += np.clip(np.minimum(hi, edges + length) - np.maximum(lo, edges), 0.0, None)
+    return out
+
+
+class Accounting:
+    """Running sums for one simulation; see the module docstring."""
+
+    def __init__(self, state: ClusterState, actual: np.ndarray) -> None:
+        self.state = state
+        self.actual = actual  # (nodes, gpus, slots) actual load
+        self.slots = state.slots
+        self.slot_len = DAY_SECONDS / state.slots
+        self.total_gpus = max(state.total_gpus, 1)
+        self.gpu_price = np.repeat(state.node_price[:, None], state.max_gpus, axis=1)
+        self.alloc_now = 0.0
+        self.occupied_now = 0
+        self.cost_rate = 0.0  # USD per second
+        self.util_by_slot = np.zeros(self.slots)
+        self.over_by_slot = np.zeros(self.slots)
+        # integrals
+        self.last_t: float | None = None
+        self.alloc_s = 0.0
+        self.util_s = 0.0
+        self.occupied_s = 0.0
+        self.risk_s = 0.0
+        self.cost = 0.0
+        self.slot_time = np.zeros(self.slots)
+        self.slot_util = np.zeros(self.slots)
+        self.peak_occupied = 0
+        self.timeline: list[tuple[float, float, float]] = []
+        self._last_sample = -np.inf
+
+    def _contrib(self, n: int, gpus: list[int]) -> tuple[float, int, float, np.ndarray,
+                                                       np.ndarray]:
+        st = self.state
+        alloc = float(np.clip(1.0 - st.free[n, gpus], 0.0, 1.0).sum())
+        occ = st.jobs_on_gpu[n, gpus] > 0
+        rows = self.actual[n, gpus, :]
+        util = np.minimum(rows, 1.0).sum(axis=0)
+        inf = (st.inference_on_gpu[n, gpus] > 0)[:, None]
+        over = ((rows > 1.0 + EPS) & inf).sum(axis=0)
+        return alloc, int(occ.sum()), float(self.gpu_price[n, gpus][occ].sum()), util, over
+
+    def before_change(self, n: int, gpus: list[int]) -> tuple:
+        return self._contrib(n, gpus) if gpus else ()
+
+    def after_change(self, n: int, gpus: list[int], before: tuple) -> None:
+        if not gpus:
+            return
+        a1, o1, p1, u1, r1 = self._contrib(n, gpus)
+        a0, o0, p0, u0, r0 = before
+        self.alloc_now += a1 - a0
+        self.occupied_now += o1 - o0
+        self.cost_rate += (p1 - p0) / 3600.0
+        self.util_by_slot += u1 - u0
+        self.over_by_slot += r1 - r0
+        self.peak_occupied = max(self.peak_occupied, self.occupied_now)
+
+    def advance(self, t: float) -> None:
+        """Integrate every figure from the last call up to `t`."""
+        if self.last_t is None:
+            self.last_t = t
+            return
+        t0 = self.last_t
+        dt = t - t0
+        if dt <= 0:
+            return
+        s0 = int((t0 % DAY_SECONDS) // self.slot_len)
+        if dt <= (s0 + 1) * self.slot_len - (t0 % DAY_SECONDS):
+            self.util_s += dt * self.util_by_slot[s0]
+            self.risk_s += dt * self.over_by_slot[s0]
+            self.slot_time[s0] += dt
+            self.slot_util[s0] += dt * self.util_by_slot[s0]
+        else:
+            dur = slot_durations(t0, t, self.slots)
+            self.util_s += float(dur @ self.util_by_slot)
+            self.risk_s += float(dur @ self.over_by_slot)
+            self.slot_time += dur
+            self.slot_util += dur * self.util_by_slot
+        self.alloc_s += dt * self.alloc_now
+        self.occupied_s += dt * self.occupied_now
+        self.cost += dt * self.cost_rate
+        self.last_t = t
+        if t - self._last_sample >= self.slot_len:
+            slot = int((t % DAY_SECONDS) // self.slot_len)
+            self.timeline.append((t, self.alloc_now / self.total_gpus,
+                                  self.util_by_slot[slot] / self.total_gpus))
+            self._last_sample = t

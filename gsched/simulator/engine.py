@@ -1,0 +1,430 @@
+"""Trace-driven discrete-event simulator.
+
+The core is a heap of timestamped events ordered by (time, kind, sequence) and a loop
+that advances the clock; arrivals are merged in from the time-sorted trace so a million
+jobs never sit in the heap at once. Placement is entirely the policy's
+(`gsched.scheduler.policy.place`, the same call the extender makes); the simulator only
+keeps time, queues jobs that do not fit, preempts by priority, moves training out when a
+policy asks (`Policy.on_slot`), and accounts.
+
+Events: arrival, finish, preemption/eviction, time-of-day slot change (only for policies
+that act on it), end of trace. Training progresses at a rate set by colocation
+interference on its GPUs (Lucid fit, `colocation.py`), so its finish time moves when a
+neighbour arrives or leaves.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from gsched.models import Cluster, Job, Trace
+from gsched.scheduler.policy import Policy, place
+from gsched.scheduler.preemption import find_victims
+from gsched.scheduler.state import ClusterState, Placement
+from gsched.simulator.accounting import Accounting
+from gsched.simulator.colocation import BUILTIN, ColocationModel
+from gsched.simulator.load import LoadDeviation
+
+FINISH, SLOT = 0, 1
+
+
+class SimConfig(BaseModel):
+    """Simulation knobs; the defaults are documented in docs/architecture.md."""
+
+    checkpoint_interval_s: float = Field(default=1800.0, gt=0,
+                                         description="training checkpoints this often")
+    restart_overhead_s: float = Field(default=120.0, ge=0,
+                                      description="checkpoint + restart cost of a move")
+    preemption: bool = True
+    until_s: float | None = Field(default=None, gt=0, description="stop the clock here")
+    deviation: LoadDeviation = Field(default_factory=LoadDeviation)
+
+
+@dataclass
+class _Run:
+    job: Job
+    remaining: float  # work left, in seconds at full speed (inf: runs to the end)
+    rate: float = 1.0
+    last_update: float = 0.0
+    version: int = 0
+    first_start: float | None = None
+    run_start: float = 0.0
+    actual: np.ndarray | None = None
+    seq: int = 0
+
+
+@dataclass
+class SimResult:
+    """What one policy did on one trace: figures (JSON-ready) and a timeline."""
+
+    policy: str
+    figures: dict[str, float | int | None]
+    timeline: list[tuple[float, float, float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+class Simulation:
+    """One policy over one trace on one cluster."""
+
+    def __init__(self, trace: Trace, cluster: Cluster, policy: Policy,
+                 config: SimConfig | None = None,
+                 colocation: ColocationModel = BUILTIN) -> None:
+        self.trace, self.cluster, self.policy = trace, cluster, policy
+        self.config = config or SimConfig()
+        self.coloc = colocation
+        self.state = ClusterState(cluster, trace.slots)
+        dev = self.config.deviation
+        self.actual = np.zeros_like(self.state.load) if dev.active else self.state.load
+        self.acct = Accounting(self.state, self.actual)
+        self.heap: list[tuple[float, int, int, object]] = []
+        self.seq = 0
+        self.runs: dict[str, _Run] = {}
+        self.on_gpu: dict[tuple[int, int], set[str]] = {}
+        self.groups: dict[tuple, list[tuple[tuple, int, _Run]]] = {}
+        self.dirty_groups: set[tuple] = set()
+        self.queued = 0
+        self.now = 0.0
+        self.events = 0
+        # outcomes
+        self.queue_delays: list[float] = []
+        self.jcts: list[float] = []
+        self.completed = {"training": 0, "inference": 0}
+        self.last_training_end: float | None = None
+        self.preemptions = 0
+        self.planned_moves = 0
+        self.lost_gpu_s = 0.0
+        self.unschedulable: list[str] = []
+        self.warnings: list[str] = []
+        self.uses_slots = type(policy).on_slot is not Policy.on_slot
+        self.running_finite = 0
+
+    # ------------------------------------------------------------------ events
+    def _push(self, t: float, kind: int, payload: object) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, kind, self.seq, payload))
+
+    def _schedule_finish(self, run: _Run) -> None:
+        run.version += 1
+        if math.isfinite(run.remaining):
+            t = self.now + run.remaining / max(run.rate, 1e-9)
+            self._push(t, FINISH, (run.job.id, run.version))
+
+    # ------------------------------------------------------------------ placing
+    def _start(self, run: _Run, placement: Placement) -> None:
+        job, st = run.job, self.state
+        n, gpus = placement.node, list(placement.gpus)
+        before = self.acct.before_change(n, gpus)
+        predicted = job.load_profile(st.slots) if job.num_gpu else np.zeros(st.slots)
+        st.allocate(job, placement, predicted)
+        if self.actual is not st.load:
+            run.actual = self.config.deviation.actual_load(job, predicted)
+            self.actual[n, gpus, :] += run.actual
+        self.acct.after_change(n, gpus, before)
+        if run.first_start is None:
+            run.first_start = self.now
+            self.queue_delays.append(self.now - job.submit_time)
+        run.run_start = self.now
+        run.last_update = self.now
+        for g in gpus:
+            self.on_gpu.setdefault((n, g), set()).add(job.id)
+        self._update_rates(n, gpus, exclude=job.id)
+        run.rate = self._rate_of(job) if job.kind == "training" else 1.0
+        self._schedule_finish(run)
+        if math.isfinite(run.remaining):
+            self.running_finite += 1
+
+    def _stop(self, run: _Run) -> None:
+        job, st = run.job, self.state
+        r = st.running[job.id]
+        n, gpus = r.placement.node, list(r.placement.gpus)
+        before = self.acct.before_change(n, gpus)
+        st.release(job.id)
+        if self.actual is not st.load and run.actual is not None:
+            self.actual[n, gpus, :] -= run.actual
+            empty = st.jobs_on_gpu[n, gpus] == 0
+            if empty.any():
+                self.actual[n, np.array(gpus)[empty], :] = 0.0
+        self.acct.after_change(n, gpus, before)
+        for g in gpus:
+            self.on_gpu[(n, g)].discard(job.id)
+        self._progress(run)
+        run.version += 1  # invalidates its pending finish
+        if math.isfinite(run.remaining):
+            self.running_finite -= 1
+        self._update_rates(n, gpus)
+
+    def _progress(self, run: _Run) -> None:
+        if math.isfinite(run.remaining):
+            run.remaining = max(run.remaining - (self.now - run.last_update) * run.rate, 0.0)
+        run.last_update = self.now
+
+    def _rate_of(self, job: Job) -> float:
+        """Speed of a running training job: the slowest of its GPUs (Lucid colocation fit)."""
+        st = self.state
+        r = st.running[job.id]
+        rate = 1.0
+        for g in r.placement.gpus:
+            if st.jobs_on_gpu[r.placement.node, g] > 1:
+                u = float(self.actual[r.placement.node, g].mean())
+                rate = min(rate, self.coloc.speed(u))
+        return rate
+
+    def _update_rates(self, n: int, gpus: list[int], exclude: str | None = None) -> None:
+        """Re-rate the training jobs on these GPUs after a neighbour came or went."""
+        ids: set[str] = set()
+        for g in gpus:
+            ids |= self.on_gpu.get((n, g), set())
+        for jid in ids:
+            run = self.runs[jid]
+            if jid == exclude or run.job.kind != "training":
+                continue
+            rate = self._rate_of(run.job)
+            if rate != run.rate:
+                self._progress(run)
+                run.rate = rate
+                self._schedule_finish(run)
+
+    # ------------------------------------------------------------------ queue
+    def _enqueue(self, run: _Run) -> None:
+        key = self.policy.fit_key(run.job)
+        self.seq += 1
+        heapq.heappush(self.groups.setdefault(key, []),
+                       (self.policy.queue_key(run.job), self.seq, run))
+        self.dirty_groups.add(key)
+        self.queued += 1
+
+    def _schedule_pass(self, full: bool) -> bool:
+        """Try waiting jobs, group by group (all groups, or those with new arrivals).
+
+        Jobs in one group fit the same places, so after one fails the rest of its group
+        is skipped: a pass costs O(groups + placements), not O(queue).
+        """
+        keys = list(self.groups) if full else [k for k in self.dirty_groups if k in self.groups]
+        self.dirty_groups.clear()
+        keys.sort(key=lambda k: self.groups[k][0][0])
+        placed_any = False
+        for key in keys:
+            heap = self.groups[key]
+            while heap:
+                run = heap[0][2]
+                self.state.now = self.now
+                decision = place(self.policy, self.state, run.job)
+                if not isinstance(decision, Placement):
+                    break
+                heapq.heappop(heap)
+                self.queued -= 1
+                self._start(run, decision)
+                placed_any = True
+            if not heap:
+                del self.groups[key]
+        return placed_any
+
+    def _try_preempt(self, run: _Run) -> bool:
+        job = run.job
+        if not self.config.preemption or job.preemptible or job.num_gpu == 0:
+            return False
+        found = find_victims(self.policy, self.state, job,
+                             lambda j: self.runs[j].run_start)
+        if found is None:
+            return False
+        node, victims = found
+        for jid in victims:
+            self._evict(self.runs[jid], planned=False)
+        self.state.now = self.now
+        if not self.policy.feasible(self.state, job)[node]:  # pragma: no cover - guarded
+            return False
+        gpus = self.policy.choose_gpus(self.state, job, node)
+        self._remove_from_queue(run)
+        self._start(run, Placement(node, gpus, self.policy.reservation(job)))
+        return True
+
+    def _remove_from_queue(self, run: _Run) -> None:
+        key = self.policy.fit_key(run.job)
+        heap = self.groups.get(key, [])
+        for i, (_, _, r) in enumerate(heap):
+            if r is run:
+                heap.pop(i)
+                heapq.heapify(heap)
+                self.queued -= 1
+                break
+        if not heap:
+            self.groups.pop(key, None)
+
+    def _evict(self, run: _Run, planned: bool) -> None:
+        """Checkpoint (planned) or preempt (unplanned) a running job and queue it again."""
+        job = run.job
+        self._stop(run)
+        overhead = self.config.restart_overhead_s
+        lost = overhead
+        if not planned:
+            since_ckpt = (self.now - run.run_start) % self.config.checkpoint_interval_s
+            lost += since_ckpt
+            if math.isfinite(run.remaining):
+                run.remaining += since_ckpt * run.rate
+        if math.isfinite(run.remaining):
+            run.remaining += overhead
+        self.lost_gpu_s += lost * job.gpu_request
+        self.preemptions += 1
+        self.planned_moves += int(planned)
+        self._enqueue(run)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, progress: Callable[[int], None] | None = None) -> SimResult:
+        wall0 = time.perf_counter()
+        jobs = self.trace.jobs
+        i, n_jobs = 0, len(jobs)
+        until = self.config.until_s
+        start = jobs[0].submit_time if jobs else 0.0
+        self.now = start
+        self.acct.advance(start)
+        if self.uses_slots:
+            slot_len = self.state.slot_seconds
+            self._push((math.floor(start / slot_len) + 1) * slot_len, SLOT, None)
+        idle_slots = 0
+        tick = 0
+        while True:
+            t_heap = self.heap[0][0] if self.heap else math.inf
+            t_arr = jobs[i].submit_time if i < n_jobs else math.inf
+            t = min(t_heap, t_arr)
+            if math.isinf(t):
+                break
+            if until is not None and t > start + until:
+                self.now = start + until
+                self.acct.advance(self.now)
+                break
+            if i >= n_jobs and self.running_finite == 0:
+                # Nothing left will free capacity; only the clock (slots) could help.
+                if not self.queued or not self.uses_slots or idle_slots > self.state.slots:
+                    break
+            self.now = t
+            self.state.now = t
+            self.acct.advance(t)
+            freed = False
+            slot_event = False
+            while self.heap and self.heap[0][0] == t:
+                _, kind, _, payload = heapq.heappop(self.heap)
+                self.events += 1
+                if kind == FINISH:
+                    jid, version = payload
+                    run = self.runs.get(jid)
+                    if run is None or run.version != version or jid not in self.state.running:
+                        continue
+                    self._stop(run)
+                    self._complete(run)
+                    freed = True
+                else:
+                    slot_event = True
+                    slot = int((t % 86400) // self.state.slot_seconds)
+                    for jid in self.policy.on_slot(self.state, slot, t):
+                        run = self.runs.get(jid)
+                        if run is not None and jid in self.state.running and run.job.preemptible:
+                            self._evict(run, planned=True)
+                            freed = True
+                    self._push(t + self.state.slot_seconds, SLOT, None)
+            arrived: list[_Run] = []
+            while i < n_jobs and jobs[i].submit_time == t:
+                job = jobs[i]
+                i += 1
+                self.events += 1
+                if not self.state.static_mask(job).any():
+                    self.unschedulable.append(job.id)
+                    continue
+                dur = job.duration if job.duration is not None else math.inf
+                run = _Run(job=job, remaining=dur)
+                self.runs[job.id] = run
+                self._enqueue(run)
+                arrived.append(run)
+            placed = self._schedule_pass(full=freed or (slot_event and self.policy.profile_aware))
+            for run in arrived:
+                if run.job.id not in self.state.running and self._try_preempt(run):
+                    placed = True
+            idle_slots = 0 if (placed or i < n_jobs) else idle_slots + int(slot_event)
+            tick += 1
+            if progress is not None and tick % 2048 == 0:
+                progress(i)
+        if progress is not None:
+            progress(n_jobs)
+        return self._result(start, time.perf_counter() - wall0)
+
+    def _complete(self, run: _Run) -> None:
+        job = run.job
+        self.completed[job.kind] += 1
+        if job.kind == "training":
+            self.jcts.append(self.now - job.submit_time)
+            self.last_training_end = self.now
+
+    # ------------------------------------------------------------------ results
+    def _result(self, start: float, wall: float) -> SimResult:
+        a = self.acct
+        span = max(self.now - start, 1e-9)
+        gpus = a.total_gpus
+        hours = a.slot_time.reshape(24, -1).sum(axis=1) if self.state.slots % 24 == 0 else None
+        peak_u = valley_u = None
+        peak_h = valley_h = None
+        if hours is not None and hours.sum() > 0:
+            hu = a.slot_util.reshape(24, -1).sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_hour = np.where(hours > 0, hu / hours / gpus, np.nan)
+            if np.isfinite(per_hour).any():
+                peak_h = int(np.nanargmax(per_hour))
+                valley_h = int(np.nanargmin(per_hour))
+                peak_u, valley_u = float(per_hour[peak_h]), float(per_hour[valley_h])
+        trained = self.completed["training"]
+        unfinished = self.queued + sum(
+            1 for j in self.state.running
+            if self.runs[j].job.kind == "training")
+        figures: dict[str, float | int | None] = {
+            "gpu_allocation_rate": a.alloc_s / (gpus * span),
+            "mean_gpu_utilization": a.util_s / (gpus * span),
+            "peak_hour": peak_h,
+            "peak_hour_gpu_utilization": peak_u,
+            "valley_hour": valley_h,
+            "valley_hour_gpu_utilization": valley_u,
+            "occupied_gpu_hours": a.occupied_s / 3600.0,
+            "peak_occupied_gpus": a.peak_occupied,
+            "cost": a.cost,
+            "cost_per_experiment": (a.cost / trained) if trained else None,
+            "completed_training_jobs": trained,
+            "completed_inference_jobs": self.completed["inference"],
+            "queue_delay_p50_s": _pct(self.queue_delays, 50),
+            "queue_delay_p95_s": _pct(self.queue_delays, 95),
+            "queue_delay_p99_s": _pct(self.queue_delays, 99),
+            "jct_mean_s": float(np.mean(self.jcts)) if self.jcts else None,
+            "jct_p95_s": _pct(self.jcts, 95),
+            "makespan_s": (self.last_training_end - start) if self.last_training_end else None,
+            "slo_risk_slot_minutes": a.risk_s / 60.0,
+            "preemptions": self.preemptions,
+            "planned_preemptions": self.planned_moves,
+            "preempted_gpu_hours_lost": self.lost_gpu_s / 3600.0,
+            "unschedulable_jobs": len(self.unschedulable),
+            "unfinished_jobs": unfinished,
+            "simulated_seconds": span,
+            "events": self.events,
+            "wall_seconds": wall,
+            "events_per_second": self.events / wall if wall > 0 else None,
+        }
+        warnings = list(self.warnings)
+        if self.unschedulable:
+            shown = ", ".join(self.unschedulable[:5])
+            more = f" and {len(self.unschedulable) - 5} more" if len(self.unschedulable) > 5 else ""
+            warnings.append(f"{len(self.unschedulable)} job(s) can never fit any node of this "
+                            f"cluster and were not scheduled: {shown}{more}")
+        return SimResult(self.policy.name, figures, a.timeline, warnings)
+
+
+def simulate(trace: Trace, cluster: Cluster, policy: Policy, config: SimConfig | None = None,
+             colocation: ColocationModel = BUILTIN,
+             progress: Callable[[int], None] | None = None) -> SimResult:
+    """Replay `trace` on `cluster` under `policy`."""
+    return Simulation(trace, cluster, policy, config, colocation).run(progress)
