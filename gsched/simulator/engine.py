@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, Field
 
-from gsched.models import Cluster, Job, Trace
+from gsched.models import DAY_SECONDS, Cluster, Job, Trace
 from gsched.scheduler.policy import Policy, place
 from gsched.scheduler.preemption import find_victims
 from gsched.scheduler.state import ClusterState, Placement
@@ -325,7 +325,7 @@ class Simulation:
                     freed = True
                 else:
                     slot_event = True
-                    slot = int((t % 86400) // self.state.slot_seconds)
+                    slot = int((t % DAY_SECONDS) // self.state.slot_seconds)
                     for jid in self.policy.on_slot(self.state, slot, t):
                         run = self.runs.get(jid)
                         if run is not None and jid in self.state.running and run.job.preemptible:
@@ -353,6 +353,13 @@ class Simulation:
             tick += 1
             if progress is not None and tick % 2048 == 0:
                 progress(i)
+        # The clock stops at --until when given; a trace of open-ended services only is
+        # scored over one day so its figures are defined.
+        end = start + until if until is not None else (
+            self.now if self.now > start else start + DAY_SECONDS)
+        if end > self.now:
+            self.now = self.state.now = end
+            self.acct.advance(end)
         if progress is not None:
             progress(n_jobs)
         return self._result(start, time.perf_counter() - wall0)
