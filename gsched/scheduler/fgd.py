@@ -48,20 +48,27 @@ class TaskTypes:
         w = np.array([c for _, c in common], dtype=np.float64)
         return cls(arr[:, 0], arr[:, 1], arr[:, 2], w / w.sum())
 
+    def __post_init__(self) -> None:
+        # Many types share a per-GPU demand (they differ in CPU): the per-GPU work is
+        # done once per distinct demand and gathered per type.
+        levels, index = np.unique(self.demand, return_inverse=True)
+        object.__setattr__(self, "_levels", levels)
+        object.__setattr__(self, "_index", index.reshape(-1))
+
     def fragmentation(self, free: np.ndarray, cpu_free: np.ndarray,
                       cpu_unlimited: np.ndarray) -> np.ndarray:
         """F_n(M) for each row of `free` (rows x gpus; padding GPUs hold -1)."""
+        levels, index = self._levels, self._index  # type: ignore[attr-defined]
         f = free[:, :, None]
-        d = self.demand[None, None, :]
+        d = levels[None, None, :]
         valid = f >= 0
-        room = (f >= d - EPS) & valid & (d > 0)
-        enough_gpus = room.sum(axis=1) >= self.count[None, :]
+        fits = f >= d - EPS
+        room = (fits & valid & (d > 0)).sum(axis=1)            # (rows, D)
+        stuck = np.where(valid & ~fits, f, 0.0).sum(axis=1)    # (rows, D)
+        enough_gpus = room[:, index] >= self.count[None, :]
         enough_cpu = cpu_unlimited[:, None] | (cpu_free[:, None] >= self.cpu[None, :] - EPS)
-        can_run = enough_gpus & enough_cpu
-        free_pos = np.clip(free, 0.0, None)
-        total = free_pos.sum(axis=1)[:, None]
-        stuck = (np.where(valid & (f < d - EPS), f, 0.0)).sum(axis=1)
-        per_type = np.where(can_run, stuck, total)
+        total = np.clip(free, 0.0, None).sum(axis=1)[:, None]
+        per_type = np.where(enough_gpus & enough_cpu, stuck[:, index], total)
         return per_type @ self.weight
 
 
@@ -117,15 +124,19 @@ class FGDPolicy(Policy):
         gmem = state.gpu_mem_free[nodes]
         cpu = state.cpu_free[nodes]
         unl = state.cpu_unlimited[nodes]
-        sig = np.concatenate([free, gmem, cpu[:, None], unl[:, None]], axis=1)
-        uniq, first, inverse = np.unique(sig, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        if len(nodes) > 16:  # dedupe identical node states; not worth it for a few
+            sig = np.concatenate([free, gmem, cpu[:, None], unl[:, None]], axis=1)
+            _, first, inverse = np.unique(sig, axis=0, return_index=True, return_inverse=True)
+            inverse = inverse.reshape(-1)
+        else:
+            first = inverse = np.arange(len(nodes))
         u_free, u_gmem, u_cpu, u_unl = free[first], gmem[first], cpu[first], unl[first]
         base = self.types.fragmentation(u_free, u_cpu, u_unl)
         new_cpu = u_cpu - job.cpu_milli
         share, k = job.gpu_share, job.num_gpu
-        u_delta = np.full(len(uniq), np.inf)
-        u_gpus: list[tuple[int, ...]] = [()] * len(uniq)
+        rows_n = len(first)
+        u_delta = np.full(rows_n, np.inf)
+        u_gpus: list[tuple[int, ...]] = [()] * rows_n
         fits = (u_free >= share - EPS) & (u_gmem >= job.gpu_mem_mib)
         if k == 0:
             u_delta = self.types.fragmentation(u_free, new_cpu, u_unl) - base
@@ -145,7 +156,7 @@ class FGDPolicy(Policy):
             # Whole GPUs: which k fully free GPUs does not change F; take the lowest.
             whole = fits & (u_free >= 1.0 - EPS)
             cand = u_free.copy()
-            for r in range(len(uniq)):
+            for r in range(rows_n):
                 idx = np.flatnonzero(whole[r])[:k]
                 if len(idx) == k:
                     cand[r, idx] = 0.0

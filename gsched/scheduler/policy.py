@@ -12,7 +12,6 @@ a policy beyond this interface, so what the simulator scores is what the extende
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
@@ -115,15 +114,20 @@ def loosest_gpus(state: ClusterState, job: Job, node: int, reserve: float) -> tu
 
 
 def summarize_reasons(reasons: np.ndarray) -> NoFit:
-    counts = Counter(int(r) for r in reasons if r)
-    return NoFit({Reason(r).message: c for r, c in counts.items()})
+    counts = np.bincount(reasons.astype(np.int64), minlength=len(Reason))
+    return NoFit({Reason(r).message: int(c) for r, c in enumerate(counts) if r and c})
 
 
-def place(policy: Policy, state: ClusterState, job: Job) -> Placement | NoFit:
-    """Filter, score, pick the best node (lowest index on ties), then its GPUs."""
+def place(policy: Policy, state: ClusterState, job: Job,
+          explain: bool = True) -> Placement | NoFit:
+    """Filter, score, pick the best node (lowest index on ties), then its GPUs.
+
+    With `explain=False` a miss returns an empty `NoFit` without computing per-node
+    reasons (the simulator retries queues and only needs yes or no).
+    """
     feasible = policy.feasible(state, job)
     if not feasible.any():
-        return summarize_reasons(policy.filter(state, job))
+        return summarize_reasons(policy.filter(state, job)) if explain else NoFit()
     scores = policy.score(state, job, feasible)
     masked = np.where(feasible, scores, -np.inf)
     node = int(np.argmax(masked))

@@ -60,10 +60,20 @@ class Accounting:
         self.peak_occupied = 0
         self.timeline: list[tuple[float, float, float]] = []
         self._last_sample = -np.inf
+        self._zeros = np.zeros(self.slots)
 
     def _contrib(self, n: int, gpus: list[int]) -> tuple[float, int, float, np.ndarray,
                                                        np.ndarray]:
         st = self.state
+        if len(gpus) == 1:  # the common case, without fancy indexing
+            g = gpus[0]
+            occupied = st.jobs_on_gpu[n, g] > 0
+            row = self.actual[n, g]
+            over = ((row > 1.0 + EPS).astype(np.float64) if st.inference_on_gpu[n, g] > 0
+                    else self._zeros)
+            return (min(max(1.0 - st.free[n, g], 0.0), 1.0), int(occupied),
+                    float(self.gpu_price[n, g]) if occupied else 0.0,
+                    np.minimum(row, 1.0), over)
         alloc = float(np.clip(1.0 - st.free[n, gpus], 0.0, 1.0).sum())
         occ = st.jobs_on_gpu[n, gpus] > 0
         rows = self.actual[n, gpus, :]

@@ -219,7 +219,7 @@ class Simulation:
             while heap:
                 run = heap[0][2]
                 self.state.now = self.now
-                decision = place(self.policy, self.state, run.job)
+                decision = place(self.policy, self.state, run.job, explain=False)
                 if not isinstance(decision, Placement):
                     break
                 heapq.heappop(heap)

@@ -69,7 +69,7 @@ def inflate_once(jobs: list[Job], cluster: Cluster, policy: Policy, seed: int,
         job = jobs[int(order[k])].model_copy(update={"id": f"s{k}"})
         k += 1
         requested += job.gpu_request
-        decision = place(policy, state, job)
+        decision = place(policy, state, job, explain=False)
         if isinstance(decision, Placement):
             state.allocate(job, decision)
             placed += 1
