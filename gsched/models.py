@@ -127,7 +127,7 @@ class Job(BaseModel):
 class Node(BaseModel):
     """A machine with `gpu_count` identical GPUs of one model."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     gpu_count: int = Field(ge=0, le=64)
