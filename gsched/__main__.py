@@ -1,0 +1,5 @@
+"""`python -m gsched` runs the CLI."""
+
+from gsched.cli import main
+
+main()
