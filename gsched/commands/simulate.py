@@ -77,8 +77,9 @@ def simulate_cmd(
                     deviation=LoadDeviation(noise=noise, shift_slots=shift_slots, surge=surge,
                                             surge_start_slot=surge_start_slot,
                                             surge_slots=surge_slots))
-    console = Console(stderr=False)
-    err = Console(stderr=True)
+    # Wide enough for the table when output is piped (rich falls back to 80 columns).
+    console = Console(width=max(Console().width, 34 + 14 * len(names)))
+    err = Console(stderr=True, soft_wrap=True)
     for w in tr.warnings:
         err.print(f"[yellow]warning:[/] {w}")
     units = len(tr.jobs) if mode == "replay" else seeds

@@ -76,19 +76,20 @@ def _fmt(value: object, kind: str, figures: dict) -> str:
     return f"{v:,.1f}"
 
 
-def comparison_table(title: str, policies: dict[str, dict], mode: str) -> Table:
+def comparison_table(policies: dict[str, dict], mode: str) -> Table:
     rows = REPLAY_ROWS if mode == "replay" else INFLATION_ROWS
-    table = Table(title=title, title_justify="left")
-    table.add_column("metric", style="bold")
+    table = Table()
+    table.add_column("metric", style="bold", no_wrap=True)
     for name in policies:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     for key, label, kind in rows:
         table.add_row(label, *[_fmt(f.get(key), kind, f) for f in policies.values()])
     return table
 
 
 def print_table(console: Console, title: str, policies: dict[str, dict], mode: str) -> None:
-    console.print(comparison_table(title, policies, mode))
+    console.print(title, soft_wrap=True, highlight=False)
+    console.print(comparison_table(policies, mode))
 
 
 def write_json(path: Path, payload: dict) -> None:
