@@ -47,6 +47,20 @@ def test_openb_pod_phase_filter_keeps_only_named_phases(traces_dir):
     assert len(tr.jobs) == 441 + 2 + 454
 
 
+def test_openb_gpu_spec_and_bad_qos_on_a_small_file(tmp_path):
+    p = tmp_path / "pods.csv"
+    head = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,"
+    p.write_text(head + "deletion_time,scheduled_time\n"
+                 "p0,1000,2048,2,1000,V100M16|V100M32,BE,Running,10,70,10\n")
+    (job,) = load_trace(p).jobs
+    assert job.gpu_models == ("V100M16", "V100M32") and job.num_gpu == 2
+    assert job.kind == "training" and job.preemptible and job.duration == 60
+    p.write_text(head + "deletion_time,scheduled_time\np0,1000,2048,1,500,,XX,Running,0,9,0\n")
+    with pytest.raises(InputError) as e:
+        load_trace(p)
+    assert (e.value.line, e.value.field) == (2, "qos")
+
+
 def test_openb_multigpu_list_without_times_arrives_at_zero_and_never_ends(traces_dir):
     tr = load_trace(traces_dir / "alibaba-openb" / "openb_pod_list_multigpu50.csv")
     assert len(tr.jobs) == 9061

@@ -120,6 +120,8 @@ def test_cli_generate_then_inspect_json(tmp_path, monkeypatch, capsys):
     (["trace", "build", "--out", "x.csv", "--days", "-1"], "--days"),
     (["trace", "build", "--out", "x.csv", "--training-jobs", "5000"], "has 2000"),
     (["trace", "generate", "--out", "x.csv", "--jobs", "0"], "--jobs"),
+    (["trace", "generate", "--out", ".", "--jobs", "10"], "is a directory"),
+    (["trace", "build", "--out", "x.csv", "--max-gpus", "0"], "--max-gpus"),
 ])
 def test_cli_trace_mistakes_are_one_line_exit_2(tmp_path, monkeypatch, capsys, args, words):
     monkeypatch.chdir(tmp_path)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from gsched.errors import InputError
+
+if TYPE_CHECKING:
+    from gsched.models import Trace
 
 trace_app = typer.Typer(help="Build, generate and inspect traces.", no_args_is_help=True)
 
@@ -31,6 +34,19 @@ def _existing(path: Path, flag: str) -> Path:
     if path.is_dir():
         raise InputError("is a directory, expected a file", file=str(path), field=flag)
     return path
+
+
+def _write(trace: Trace, out: Path, inline_profiles: bool) -> list[Path]:
+    """Write a trace atomically, turning file-system refusals into a user error."""
+    from gsched.traces.native import write_native
+
+    if out.is_dir():
+        raise InputError("is a directory; --out needs a file name", file=str(out),
+                         field="--out")
+    try:
+        return write_native(trace, out, inline_profiles=inline_profiles)
+    except OSError as e:
+        raise InputError(f"cannot write: {e.strerror}", file=str(out), field="--out") from e
 
 
 def _report_written(console: Console, written: list[Path], jobs: int, secs: float) -> None:
@@ -75,7 +91,6 @@ def build_cmd(
 ) -> None:
     """Compose a native trace: real inference curves plus real Gavel training arrivals."""
     from gsched.traces.build import BuildSpec, build
-    from gsched.traces.native import write_native
     from gsched.traces.paths import shared_traces_dir
 
     chosen = [c.strip() for c in curves.split(",") if c.strip()]
@@ -84,6 +99,8 @@ def build_cmd(
         raise InputError(f"unknown curve source(s) {', '.join(unknown)}; expected some of "
                          f"{', '.join(CURVE_SOURCES)}", field="--curves")
     base = shared_traces_dir()
+    if not inference_services:
+        chosen = []
     sg: list[Path] = []
     if "servegen" in chosen:
         sg = list(servegen or sorted((base / "servegen").glob("*-trace.csv")))
@@ -107,7 +124,7 @@ def build_cmd(
     console = Console()
     t0 = time.perf_counter()
     trace = build(spec)
-    written = write_native(trace, out, inline_profiles=inline_profiles)
+    written = _write(trace, out, inline_profiles)
     _report_written(console, written, len(trace.jobs), time.perf_counter() - t0)
     for w in trace.warnings:
         Console(stderr=True).print(f"[yellow]warning:[/] {w}")
@@ -130,7 +147,6 @@ def generate_cmd(
     = False,
 ) -> None:
     """Generate a seeded synthetic trace: tidal inference plus Philly-like training."""
-    from gsched.traces.native import write_native
     from gsched.traces.synthetic import SyntheticSpec, generate
 
     try:
@@ -140,7 +156,7 @@ def generate_cmd(
         raise _spec_error(e) from None
     t0 = time.perf_counter()
     trace = generate(spec)
-    written = write_native(trace, out, inline_profiles=inline_profiles)
+    written = _write(trace, out, inline_profiles)
     _report_written(Console(), written, len(trace.jobs), time.perf_counter() - t0)
 
 
@@ -165,7 +181,11 @@ def inspect_cmd(
         if str(json_out) == "-":
             typer.echo(text, nl=False)
             return
-        atomic_write_text(json_out, text)
+        try:
+            atomic_write_text(json_out, text)
+        except OSError as e:
+            raise InputError(f"cannot write: {e.strerror}", file=str(json_out),
+                             field="--json") from e
     print_summary(Console(), summary)
     if json_out is not None:
         Console().print(f"wrote {json_out}")
