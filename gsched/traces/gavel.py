@@ -103,8 +103,12 @@ def read_gavel(path: Path | str, slots: int = DEFAULT_SLOTS,
     Jobs asking for more GPUs than an 8-GPU node holds are kept and named in a warning;
     `max_gpus` clamps them instead (and says how many it clamped).
     """
+    if not 0 <= utilization <= 1:
+        raise InputError(f"utilization must be in [0, 1], got {utilization}",
+                         field="utilization")
     recs = read_gavel_records(path)
     durs = gavel_durations(recs, median_hours)
+    # Every value below was checked while parsing, so the jobs skip re-validation.
     jobs = []
     clamped = 0
     width = max(4, len(str(len(recs) - 1)))
