@@ -216,7 +216,12 @@ class GpuUsage(BaseModel):
 
 
 class PackPlan(BaseModel):
-    """A packing and how good it is (`gap` is against `lower_bound`)."""
+    """A packing and how good it is (`gap` is against `lower_bound`).
+
+    `optimal` means the GPU cost is proven minimal (CP-SAT proved it, or it meets the
+    lower bound); `status` says how the plan was found (`optimal`, `cost_optimal`:
+    cost proven but not the summed peak, `feasible`, `lns`, `greedy`).
+    """
 
     assignments: list[Assignment]
     gpus_used: int
@@ -520,7 +525,8 @@ def _dominant_slots(rows: np.ndarray) -> np.ndarray:
 def build_model(prob: PackProblem, items: Sequence[int], gpus: Sequence[int],
                 background: np.ndarray, bg_mem: np.ndarray, bg_used: np.ndarray,
                 bg_exclusive: np.ndarray, hint: dict[int, tuple[int, ...]] | None = None,
-                move_budget: int | None = None, objective: bool = True) -> SubModel:
+                move_budget: int | None = None, objective: bool = True,
+                secondary: bool = True, cost_cap: int | None = None) -> SubModel:
     """CP-SAT model placing `items` on `gpus`, whose other load is `background`.
 
     background: (len(gpus), T) load units already on each GPU from workloads not in the
@@ -530,7 +536,8 @@ def build_model(prob: PackProblem, items: Sequence[int], gpus: Sequence[int],
     memory; exclusive items alone. Objective: price * used (weighted to dominate), then
     summed peak, then moves. With `objective=False` it is a pure feasibility model
     (capacity rows only), which CP-SAT answers much faster: LNS uses it to ask "can
-    these GPUs absorb the victims' work?".
+    these GPUs absorb the victims' work?". With `secondary=False` only the GPU cost
+    is minimised (fast to prove); `cost_cap` bounds it, for a second, peak-only phase.
     """
     m = cp_model.CpModel()
     items = list(items)
@@ -576,7 +583,8 @@ def build_model(prob: PackProblem, items: Sequence[int], gpus: Sequence[int],
     rows = np.vstack([prob.units[items]] + [background]) if items else background
     keep = _dominant_slots(rows) if len(rows) else np.arange(prob.slots)
     price = _price_units(prob)
-    weight = prob.cap * len(gpus) + len(items) + 1  # > any summed peak + moves
+    weight = prob.cap * len(gpus) + len(items) + 1 if secondary else 1  # > peaks + moves
+    cost_terms = []
     used: dict[int, cp_model.IntVar | int] = {}
     peak: dict[int, cp_model.IntVar] = {}
     obj = []
@@ -608,13 +616,13 @@ def build_model(prob: PackProblem, items: Sequence[int], gpus: Sequence[int],
                 terms = [(int(prob.units[i, t]), v) for i, v in here if prob.units[i, t]]
                 if terms:
                     m.add(sum(c * v for c, v in terms) + int(bg[t]) <= p)
-            if isinstance(used[g], int):
+            if secondary:
                 obj.append(p)
-            else:
+            if not isinstance(used[g], int):
                 m.add(p <= prob.cap * used[g])
                 m.add(p == 0).only_enforce_if(~used[g])
-                obj.append(p)
                 obj.append(int(price[g]) * weight * used[g])
+                cost_terms.append(int(price[g]) * used[g])
         mem_terms = [(int(prob.mem[i]), v) for i, v in here if prob.mem[i]]
         if mem_terms:
             m.add(sum(c * v for c, v in mem_terms) <= int(prob.gpu_mem[g] - bg_mem[k]))
@@ -631,6 +639,7 @@ def build_model(prob: PackProblem, items: Sequence[int], gpus: Sequence[int],
         if bg_exclusive[k]:
             for _, v in here:
                 m.add(v == 0)
+    _break_symmetry(m, prob, items, gpus, x, used, bg_used, bg_mem)
     moved: dict[int, cp_model.IntVar | int] = {}
     for i in items:
         cur = prob.current.get(i)
@@ -646,14 +655,38 @@ def build_model(prob: PackProblem, items: Sequence[int], gpus: Sequence[int],
         moved[i] = 1 - stay
     if move_budget is not None and moved:
         m.add(sum(moved.values()) <= move_budget)
-    if moved:
+    if moved and secondary:
         obj.append(sum(moved.values()))
+    if cost_cap is not None and cost_terms:
+        m.add(sum(cost_terms) <= cost_cap)
     if objective:
         m.minimize(sum(obj))
     if hint:
         for (i, g), v in x.items():
             m.add_hint(v, g in hint.get(i, ()))
     return SubModel(m, items, gpus, x, used, peak, moved, weight)
+
+
+def _break_symmetry(m: cp_model.CpModel, prob: PackProblem, items: list[int], gpus: list[int],
+                    x: dict[tuple[int, int], cp_model.IntVar], used: dict,
+                    bg_used: np.ndarray, bg_mem: np.ndarray) -> None:
+    """Empty GPUs of one type are interchangeable when no multi-GPU workload is in play:
+    open them in order, and let the j-th workload use only the first j+1 of them (the
+    classic bin-packing symmetry break; without it CP-SAT wanders among relabellings)."""
+    if any(prob.num_gpu[i] > 1 for i in items):
+        return
+    groups: dict[tuple, list[int]] = {}
+    for k, g in enumerate(gpus):
+        if not bg_used[k] and bg_mem[k] == 0 and not isinstance(used[g], int):
+            groups.setdefault((prob.gpu_model[g], int(prob.gpu_mem[g]),
+                               float(prob.gpu_price[g])), []).append(g)
+    for members in groups.values():
+        for a, b in zip(members, members[1:], strict=False):
+            m.add_implication(used[b], used[a])
+        for j, i in enumerate(items):
+            for g in members[j + 1:]:
+                if (i, g) in x:
+                    m.add(x[(i, g)] == 0)
 
 
 def solve_model(sub: SubModel, prob: PackProblem, time_limit: float, seed: int = 0,
@@ -802,7 +835,7 @@ def _region_key(prob: PackProblem, pk: _Packing, gpus: Sequence[int],
 def _solve_region(prob: PackProblem, pk: _Packing, gpus: list[int], budget: _Budget,
                   seed: int, workers: int, sub_limit: float, move_budget: int | None,
                   full: bool = False, victims: Sequence[int] = (),
-                  objective: bool = True) -> SubResult | None:
+                  objective: bool = True, phases: bool = False) -> SubResult | None:
     """Free the movable workloads lying wholly on `gpus` + `victims`, re-pack them with
     CP-SAT on `gpus` only (the victims are to be emptied) and keep the result when the
     region's (cost, summed peak, moves) beats the incumbent's."""
@@ -826,17 +859,32 @@ def _solve_region(prob: PackProblem, pk: _Packing, gpus: list[int], budget: _Bud
         outside_moves = sum(1 for i, cur in prob.current.items()
                             if i not in hint and pk.where[i] != cur)
     mb = None if move_budget is None else max(move_budget - outside_moves, 0)
-    sub = build_model(prob, items, gpus, background, bg_mem, bg_used, bg_excl, model_hint, mb,
-                      objective=objective)
+    args = (prob, items, gpus, background, bg_mem, bg_used, bg_excl)
+    sub = build_model(*args, model_hint, mb, objective=objective, secondary=not phases)
     for i in items:
         pk.put(i, hint[i])  # the incumbent stays until something better is found
     region = sorted(gset)
     before = _region_key(prob, pk, region, items)
-    limit = min(sub_limit, max(budget.left(), 0.01))
-    res = solve_model(sub, prob, limit, seed, workers,
-                      deterministic_time=limit * DTIME_PER_SECOND if budget.deterministic
-                      else None)
-    budget.dtime += res.dtime
+
+    def run(model: SubModel, share: float) -> SubResult:
+        limit = min(sub_limit * share, max(budget.left(), 0.01))
+        r = solve_model(model, prob, limit, seed, workers,
+                        deterministic_time=limit * DTIME_PER_SECOND if budget.deterministic
+                        else None)
+        budget.dtime += r.dtime
+        return r
+
+    res = run(sub, 0.5 if phases else 1.0)
+    if phases and res.status == "OPTIMAL" and res.assignment is not None:
+        # Phase 2: cost fixed at its proven optimum, now the lowest summed peak.
+        first = res
+        cap = int(round(res.objective or 0))
+        sub2 = build_model(*args, res.assignment, mb, cost_cap=cap)
+        res = run(sub2, 0.5)
+        if res.assignment is None:
+            res = first
+        else:
+            res.status = "OPTIMAL" if res.status == "OPTIMAL" else "COST_OPTIMAL"
     budget.iterations += 1
     if res.assignment is not None:
         for i in items:
@@ -979,10 +1027,12 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
                  if i not in prob.fixed)
     if prob.n_items and n_vars <= full_model_max_vars:
         res = _solve_region(prob, best, list(candidates), budget, seed, workers,
-                            time_limit, move_budget, full=True)
+                            time_limit, move_budget, full=True, phases=True)
         if res is not None:
             status = res.status.lower()
-            optimal = res.status == "OPTIMAL" and len(candidates) == prob.n_gpus
+            optimal = res.status in ("OPTIMAL", "COST_OPTIMAL") and (
+                len(candidates) == prob.n_gpus
+                                                   or _interchangeable(prob))
             improvements += 1
     elif prob.n_items:
         status = "lns"
@@ -1022,9 +1072,19 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
     return plan, assignment
 
 
+def _interchangeable(prob: PackProblem) -> bool:
+    """All GPUs alike and every workload single-GPU: any plan can be relabelled onto the
+    GPUs greedy used, so a model over just those loses nothing."""
+    return (prob.n_gpus > 0 and bool((prob.num_gpu == 1).all())
+            and len(set(prob.gpu_model)) == 1 and bool((prob.gpu_mem == prob.gpu_mem[0]).all())
+            and bool(np.allclose(prob.gpu_price, prob.gpu_price[0])))
+
+
 def _full_model_gpus(prob: PackProblem, pk: _Packing) -> np.ndarray:
     """GPUs a whole-instance model considers: all of a small cluster, else the nodes the
     greedy plan uses plus as many spare nodes (an optimum never needs more GPUs)."""
+    if _interchangeable(prob):
+        return np.flatnonzero(pk.used())
     if prob.n_gpus <= 64:
         return np.arange(prob.n_gpus)
     used_nodes = np.unique(prob.gpu_node[pk.used()])
