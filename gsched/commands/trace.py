@@ -171,9 +171,9 @@ def inspect_cmd(
     slots: Annotated[int, typer.Option(min=1, max=1440, help="Profile slots per day.")] = 96,
 ) -> None:
     """Summarise a trace: jobs by kind, GPU demand, span, peak request, daily shape."""
+    from gsched.traces.files import atomic_write_text
     from gsched.traces.inspect import print_summary, summarize
     from gsched.traces.load import load_trace
-    from gsched.traces.native import atomic_write_text
 
     summary = summarize(load_trace(trace, profiles=profiles, slots=slots))
     if json_out is not None:

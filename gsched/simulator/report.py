@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from gsched.traces.native import atomic_write_text
+from gsched.traces.files import atomic_write_text
 
 #: (key, label, format) rows of the replay table, in order.
 REPLAY_ROWS = [

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from gsched.errors import InputError
 from gsched.models import Cluster, Node, Trace
+from gsched.traces.files import read_text
 
 OPENB_NODE_COLUMNS = ["sn", "cpu_milli", "memory_mib", "gpu", "model"]
 
@@ -36,10 +37,7 @@ OPENB_NODE_COLUMNS = ["sn", "cpu_milli", "memory_mib", "gpu", "model"]
 def load_cluster(path: Path | str) -> Cluster:
     """Load a cluster file, choosing the reader by content (openb CSV or YAML/JSON)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"cannot read cluster file: {e.strerror}", file=str(path)) from e
+    text = read_text(path, "cluster file")
     first = text.lstrip().splitlines()[0] if text.strip() else ""
     if first.replace(" ", "").startswith("sn,"):
         return read_openb_nodes(path, text)
@@ -84,7 +82,7 @@ def read_openb_nodes(path: Path | str, text: str | None = None,
     """Read an Alibaba openb node list (`sn,cpu_milli,memory_mib,gpu,model`)."""
     path = Path(path)
     fname = str(path)
-    text = path.read_text() if text is None else text
+    text = read_text(path, "openb node list") if text is None else text
     rows = csv.DictReader(io.StringIO(text))
     missing = [c for c in OPENB_NODE_COLUMNS if c not in (rows.fieldnames or [])]
     if missing:

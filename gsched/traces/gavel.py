@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gsched.errors import InputError
 from gsched.models import DEFAULT_SLOTS, Job, Trace
+from gsched.traces.files import read_text
 
 FIELDS = 7
 DEFAULT_MEDIAN_HOURS = 1.0
@@ -44,10 +45,7 @@ def read_gavel_records(path: Path | str) -> list[tuple[str, int, float, int]]:
     """Parse the trace into (job_type, total_steps, arrival_s, gpus), in file order."""
     path = Path(path)
     fname = str(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"cannot read Gavel trace: {e.strerror}", file=fname) from e
+    text = read_text(path, "Gavel trace")
     out: list[tuple[str, int, float, int]] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

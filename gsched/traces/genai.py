@@ -26,6 +26,7 @@ import numpy as np
 
 from gsched.errors import InputError
 from gsched.models import DEFAULT_SLOTS
+from gsched.traces.files import read_text
 from gsched.traces.servegen import DEFAULT_PEAK, daily_mean, scale_to_peak
 
 DUTY_CYCLE_COLUMNS = ("value", "timestamp_anon", "container_ip")
@@ -39,7 +40,7 @@ def _read_member(path: Path | str, stem: str) -> tuple[str, str]:
     if not path.exists():
         raise InputError("file not found", file=fname)
     if path.suffix == ".csv":
-        return path.read_text(), fname
+        return read_text(path, "GenAI trace"), fname
     try:
         with tarfile.open(path, "r:*") as tf:
             members = [m for m in tf.getmembers() if m.isfile() and m.name.endswith(".csv")]

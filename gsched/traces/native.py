@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from pydantic import ValidationError
 
 from gsched.errors import InputError
 from gsched.models import DEFAULT_SLOTS, Job, Trace, resample_profile
+from gsched.traces.files import atomic_write_text, read_text
 
 COLUMNS = ["id", "kind", "submit_time", "duration", "num_gpu", "gpu_share", "gpu_mem_mib",
            "gpu_model", "priority", "preemptible", "cpu_milli", "memory_mib", "utilization",
@@ -37,10 +36,7 @@ def profiles_path_for(trace_path: Path) -> Path:
 def read_profiles(path: Path, slots: int = DEFAULT_SLOTS) -> dict[str, np.ndarray]:
     """Read a profiles file: header `name,s0,...`, one named daily profile per row."""
     out: dict[str, np.ndarray] = {}
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"cannot read profiles file: {e.strerror}", file=str(path)) from e
+    text = read_text(path, "profiles file")
     reader = csv.reader(io.StringIO(text))
     for lineno, row in enumerate(reader, start=1):
         if not row or row[0].startswith("#") or (lineno == 1 and row[0].strip() == "name"):
@@ -84,10 +80,7 @@ def read_native(path: Path | str, profiles: Path | None = None,
     """Read a native trace CSV; named profiles come from `profiles` or the sibling file."""
     path = Path(path)
     fname = str(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"cannot read trace: {e.strerror}", file=fname) from e
+    text = read_text(path, "trace")
     prof_file = profiles or profiles_path_for(path)
     named = read_profiles(prof_file, slots) if prof_file.exists() else {}
     lines = [ln for ln in text.splitlines()]
@@ -197,19 +190,6 @@ def _is_number(s: str) -> bool:
 
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a failure never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_native(trace: Trace, path: Path | str, inline_profiles: bool = False) -> list[Path]:

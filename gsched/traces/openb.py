@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from gsched.errors import InputError
 from gsched.models import DEFAULT_SLOTS, Job, Trace
+from gsched.traces.files import read_text
 
 POD_COLUMNS = ["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"]
 TIME_COLUMNS = ["creation_time", "deletion_time"]
@@ -46,10 +47,7 @@ def read_openb_pods(path: Path | str, slots: int = DEFAULT_SLOTS,
     """Read an openb pod list into a `Trace` (all pods, or those in `phases`)."""
     path = Path(path)
     fname = str(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"cannot read openb pod list: {e.strerror}", file=fname) from e
+    text = read_text(path, "openb pod list")
     rows = csv.reader(io.StringIO(text))
     header = [h.strip() for h in next(rows, [])]
     missing = [c for c in POD_COLUMNS if c not in header]

@@ -17,6 +17,7 @@ import numpy as np
 
 from gsched.errors import InputError
 from gsched.models import DAY_SECONDS, DEFAULT_SLOTS
+from gsched.traces.files import read_text
 
 DEFAULT_PEAK = 0.9
 
@@ -25,10 +26,7 @@ def read_servegen(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     """The raw series: (window start seconds, requests per second), both float arrays."""
     path = Path(path)
     fname = str(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"cannot read ServeGen trace: {e.strerror}", file=fname) from e
+    text = read_text(path, "ServeGen trace")
     ts, rates = [], []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

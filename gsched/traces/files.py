@@ -1,0 +1,41 @@
+"""Reading and writing user files: one place for the errors users see.
+
+Every reader gets its text through `read_text`, so a missing file, a directory or a
+binary file is the same clear `InputError` naming the file, whatever the format. Every
+writer goes through `atomic_write_text`, so a failure never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from gsched.errors import InputError
+
+
+def read_text(path: Path | str, what: str) -> str:
+    """The text of `path`; `what` names the kind of file in the error ("trace", ...)."""
+    path = Path(path)
+    try:
+        return path.read_text()
+    except IsADirectoryError as e:
+        raise InputError(f"cannot read {what}: it is a directory", file=str(path)) from e
+    except OSError as e:
+        raise InputError(f"cannot read {what}: {e.strerror}", file=str(path)) from e
+    except UnicodeDecodeError as e:
+        raise InputError(f"cannot read {what}: not a text file (byte {e.start} is not UTF-8)",
+                         file=str(path)) from e
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a failure never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
