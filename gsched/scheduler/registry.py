@@ -6,6 +6,7 @@ from gsched.errors import InputError
 from gsched.scheduler.baselines import BestFitPolicy, BinpackPolicy, K8sSpreadPolicy, PeakFFDPolicy
 from gsched.scheduler.fgd import FGDPolicy
 from gsched.scheduler.policy import Policy, PolicyConfig
+from gsched.scheduler.tidal import TidalPolicy
 
 POLICIES: dict[str, type[Policy]] = {
     "k8s-spread": K8sSpreadPolicy,
@@ -13,6 +14,7 @@ POLICIES: dict[str, type[Policy]] = {
     "bestfit": BestFitPolicy,
     "fgd": FGDPolicy,
     "peak": PeakFFDPolicy,
+    "tidal": TidalPolicy,
 }
 
 

@@ -116,6 +116,8 @@ class ClusterState:
         self.cpu_free = self.cpu_total.copy()
         self.mem_free = self.mem_total.copy()
         self.load = np.zeros((n, self.max_gpus, slots), dtype=np.float64)
+        #: the part of `load` from preemptible jobs (the tidal policy can move it out).
+        self.preemptible_load = np.zeros((n, self.max_gpus, slots), dtype=np.float64)
         self.jobs_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
         self.inference_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
         self.running: dict[str, Running] = {}
@@ -223,6 +225,8 @@ class ClusterState:
             self.free[n, gpus] -= placement.reserved
             self.gpu_mem_free[n, gpus] -= job.gpu_mem_mib
             self.load[n, gpus, :] += load
+            if job.preemptible:
+                self.preemptible_load[n, gpus, :] += load
             self.jobs_on_gpu[n, gpus] += 1
             if job.kind == "inference":
                 self.inference_on_gpu[n, gpus] += 1
@@ -239,6 +243,8 @@ class ClusterState:
             self.free[n, gpus] += r.placement.reserved
             self.gpu_mem_free[n, gpus] += r.job.gpu_mem_mib
             self.load[n, gpus, :] -= r.load
+            if r.job.preemptible:
+                self.preemptible_load[n, gpus, :] -= r.load
             self.jobs_on_gpu[n, gpus] -= 1
             if r.job.kind == "inference":
                 self.inference_on_gpu[n, gpus] -= 1
@@ -249,6 +255,7 @@ class ClusterState:
                 self.free[n, idx] = 1.0
                 self.gpu_mem_free[n, idx] = self.gpu_mem_total[n]
                 self.load[n, idx, :] = 0.0
+                self.preemptible_load[n, idx, :] = 0.0
         self.cpu_free[n] += r.job.cpu_milli
         self.mem_free[n] += r.job.memory_mib
         self.node_version[n] += 1
