@@ -1,0 +1,163 @@
+"""Usage history in SQLite: what agents measured, per workload and per GPU, over time.
+
+Tables are prefixed `usage_` so the file can be shared with the extender's store
+(`profiles*`, `assignments*`). A report is stored in one transaction together with its
+id in `usage_reports`, so storing the same report twice is impossible: the second
+attempt is recognised as a duplicate and changes nothing (exactly-once ingestion on top
+of the agents' at-least-once delivery).
+
+Profile learning reads it back as `{workload: (timestamps, values)}` numpy arrays, the
+input of `gsched.scheduler.profiles.learn_profiles`. Values are utilisation as a share
+of one whole GPU; a workload on several GPUs is averaged over them per timestamp.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gsched.agents.model import Report
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS usage_reports (report_id TEXT PRIMARY KEY, node TEXT NOT NULL,"
+    " created_at REAL NOT NULL, received_at REAL NOT NULL, samples INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS usage_samples (workload TEXT NOT NULL, node TEXT NOT NULL,"
+    " gpu TEXT NOT NULL, ts REAL NOT NULL, util REAL NOT NULL, mem_mib REAL)",
+    "CREATE INDEX IF NOT EXISTS usage_samples_workload_ts ON usage_samples (workload, ts)",
+    "CREATE TABLE IF NOT EXISTS usage_gpu_samples (node TEXT NOT NULL, gpu TEXT NOT NULL,"
+    " ts REAL NOT NULL, util REAL NOT NULL, mem_mib REAL)",
+    "CREATE INDEX IF NOT EXISTS usage_gpu_samples_node_ts ON usage_gpu_samples (node, ts)",
+    "CREATE INDEX IF NOT EXISTS usage_reports_received ON usage_reports (received_at)",
+)
+
+
+class UsageHistory:
+    """Thread-safe store of agent samples. `path=":memory:"` for a throwaway one."""
+
+    def __init__(self, path: Path | str = ":memory:", durable: bool = True) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a report acknowledged to an agent is on disk, so an agent never deletes
+            # a report the scheduler could still lose.
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        for stmt in SCHEMA:
+            self._db.execute(stmt)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def store(self, report: Report, received_at: float | None = None) -> tuple[bool, int]:
+        """Store a report once. Returns (duplicate, samples stored)."""
+        received_at = time.time() if received_at is None else received_at
+        rows = [(s.workload, report.node, s.gpu, t, u, m)
+                for s in report.workloads
+                for t, u, m in zip(s.t, s.util, s.mem_mib or [None] * len(s.t), strict=True)]
+        gpu_rows = [(report.node, s.gpu, t, u, m)
+                    for s in report.gpus
+                    for t, u, m in zip(s.t, s.util, s.mem_mib or [None] * len(s.t),
+                                       strict=True)]
+        n = len(rows) + len(gpu_rows)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO usage_reports (report_id, node, created_at, received_at, "
+                    "samples) VALUES (?, ?, ?, ?, ?)",
+                    (report.report_id, report.node, report.created_at, received_at, n))
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                return True, 0
+            try:
+                self._db.executemany("INSERT INTO usage_samples VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany("INSERT INTO usage_gpu_samples VALUES (?, ?, ?, ?, ?)",
+                                     gpu_rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return False, n
+
+    def has_report(self, report_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM usage_reports WHERE report_id = ?",
+                                    (report_id,)).fetchone() is not None
+
+    def workloads(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT DISTINCT workload FROM usage_samples ORDER BY workload")]
+
+    def samples(self, workload: str, since: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(timestamps, utilisation) of one workload, time-sorted, averaged over GPUs."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts, AVG(util) FROM usage_samples WHERE workload = ? AND ts >= ? "
+                "GROUP BY ts ORDER BY ts", (workload, -np.inf if since is None else since)
+            ).fetchall()
+        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+        return arr[:, 0].copy(), arr[:, 1].copy()
+
+    def all_samples(self, since: float | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every workload's (timestamps, utilisation): the input of `learn_profiles`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT workload, ts, AVG(util) FROM usage_samples WHERE ts >= ? "
+                "GROUP BY workload, ts ORDER BY workload, ts",
+                (-np.inf if since is None else since,)).fetchall()
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if not rows:
+            return out
+        names = [r[0] for r in rows]
+        vals = np.asarray([(r[1], r[2]) for r in rows], dtype=np.float64)
+        start = 0
+        for i in range(1, len(names) + 1):
+            if i == len(names) or names[i] != names[start]:
+                out[names[start]] = (vals[start:i, 0].copy(), vals[start:i, 1].copy())
+                start = i
+        return out
+
+    def gpu_samples(self, node: str, since: float | None = None
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per GPU of `node`: (timestamps, utilisation)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT gpu, ts, util FROM usage_gpu_samples WHERE node = ? AND ts >= ? "
+                "ORDER BY gpu, ts", (node, -np.inf if since is None else since)).fetchall()
+        out: dict[str, tuple[list[float], list[float]]] = {}
+        for gpu, ts, u in rows:
+            t, v = out.setdefault(gpu, ([], []))
+            t.append(ts)
+            v.append(u)
+        return {g: (np.asarray(t), np.asarray(v)) for g, (t, v) in out.items()}
+
+    def latest_timestamp(self) -> float | None:
+        with self._lock:
+            (ts,) = self._db.execute("SELECT MAX(ts) FROM usage_samples").fetchone()
+        return ts
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table: reports, workload samples, GPU samples."""
+        with self._lock:
+            return {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                    for t in ("usage_reports", "usage_samples", "usage_gpu_samples")}
+
+    def prune(self, before_ts: float) -> int:
+        """Forget samples older than `before_ts` (report ids are kept for idempotency)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            n = self._db.execute("DELETE FROM usage_samples WHERE ts < ?",
+                                 (before_ts,)).rowcount
+            n += self._db.execute("DELETE FROM usage_gpu_samples WHERE ts < ?",
+                                  (before_ts,)).rowcount
+            self._db.execute("COMMIT")
+        return n
