@@ -57,7 +57,8 @@ class LoadIndex:
         self.window = max(1, min(window, t))
         n, g = state.n_nodes, state.max_gpus
         self.version = np.full(n, -1, dtype=np.int64)
-        self.firm_block = np.zeros((n, g, self.blocks))
+        # block-major layout: reductions over blocks run along the leading axis (fast)
+        self.firm_block = np.zeros((self.blocks, n, g))
         self.firm_peak = np.zeros((n, g))
         self.firm_mean = np.zeros((n, g))
         self._job_cache: dict[tuple, tuple[np.ndarray, np.ndarray, int, float, float]] = {}
@@ -70,8 +71,8 @@ class LoadIndex:
             return
         firm = st.load[changed] - st.preemptible_load[changed]
         np.maximum(firm, 0.0, out=firm)
-        self.firm_block[changed] = firm.reshape(len(changed), st.max_gpus, self.blocks,
-                                                -1).max(axis=3)
+        self.firm_block[:, changed] = np.moveaxis(
+            firm.reshape(len(changed), st.max_gpus, self.blocks, -1).max(axis=3), 2, 0)
         self.firm_peak[changed] = firm.max(axis=2)
         self.firm_mean[changed] = firm.mean(axis=2)
         self.version[changed] = st.node_version[changed]
@@ -125,9 +126,11 @@ class LoadIndex:
             return GpuFit(ok, score)
         win = self.window_slots()
         # window: everything placed (preemptible too) plus the job, next `window` slots
-        ok = base & ((st.load[:, :, win] + load[win]) <= cap[:, :, None]).all(axis=2)
+        ok = base.copy()
+        for s in win:
+            ok &= st.load[:, :, s] + load[s] <= cap
         if not job.preemptible:
-            sure = (self.firm_block + lb <= cap[:, :, None]).all(axis=2)
+            sure = np.logical_and.reduce(self.firm_block + lb[:, None, None] <= cap, axis=0)
             firm_tp = st.load[:, :, tp] - st.preemptible_load[:, :, tp]
             amb = ok & ~sure & (firm_tp + load[tp] <= cap)
             ok &= sure | amb
@@ -135,7 +138,7 @@ class LoadIndex:
                 ni, gi = np.nonzero(amb)
                 firm = st.load[ni, gi] - st.preemptible_load[ni, gi]
                 ok[ni, gi] = ((firm + load) <= cap[ni, gi, None]).all(axis=1)
-        new_peak = (self.firm_block + lb).max(axis=2)
+        new_peak = np.maximum.reduce(self.firm_block + lb[:, None, None], axis=0)
         inter = 1.0 - (new_peak - self.firm_peak) / max(lpeak, EPS)
         score = (W_OCCUPIED * (st.jobs_on_gpu > 0) + W_INTERLEAVE * np.clip(inter, 0.0, 1.0)
                  + W_FILL * np.minimum(self.firm_mean + lmean, 1.0))
