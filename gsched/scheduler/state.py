@@ -118,6 +118,10 @@ class ClusterState:
         self.load = np.zeros((n, self.max_gpus, slots), dtype=np.float64)
         #: the part of `load` from preemptible jobs (the tidal policy can move it out).
         self.preemptible_load = np.zeros((n, self.max_gpus, slots), dtype=np.float64)
+        #: the part of the reservations held by preemptible jobs (what eviction can free).
+        self.preemptible_reserved = np.zeros((n, self.max_gpus), dtype=np.float64)
+        #: ids of the jobs on each node, in start order.
+        self.node_jobs: list[dict[str, None]] = [{} for _ in range(n)]
         self.jobs_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
         self.inference_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
         self.running: dict[str, Running] = {}
@@ -227,6 +231,7 @@ class ClusterState:
             self.load[n, gpus, :] += load
             if job.preemptible:
                 self.preemptible_load[n, gpus, :] += load
+                self.preemptible_reserved[n, gpus] += placement.reserved
             self.jobs_on_gpu[n, gpus] += 1
             if job.kind == "inference":
                 self.inference_on_gpu[n, gpus] += 1
@@ -234,17 +239,20 @@ class ClusterState:
         self.mem_free[n] -= job.memory_mib
         self.node_version[n] += 1
         self.running[job.id] = Running(job, placement, load)
+        self.node_jobs[n][job.id] = None
 
     def release(self, job_id: str) -> Running:
         """Undo a placement; returns what was released."""
         r = self.running.pop(job_id)
         n, gpus = r.placement.node, list(r.placement.gpus)
+        del self.node_jobs[n][job_id]
         if gpus:
             self.free[n, gpus] += r.placement.reserved
             self.gpu_mem_free[n, gpus] += r.job.gpu_mem_mib
             self.load[n, gpus, :] -= r.load
             if r.job.preemptible:
                 self.preemptible_load[n, gpus, :] -= r.load
+                self.preemptible_reserved[n, gpus] -= r.placement.reserved
             self.jobs_on_gpu[n, gpus] -= 1
             if r.job.kind == "inference":
                 self.inference_on_gpu[n, gpus] -= 1
@@ -256,6 +264,7 @@ class ClusterState:
                 self.gpu_mem_free[n, idx] = self.gpu_mem_total[n]
                 self.load[n, idx, :] = 0.0
                 self.preemptible_load[n, idx, :] = 0.0
+                self.preemptible_reserved[n, idx] = 0.0
         self.cpu_free[n] += r.job.cpu_milli
         self.mem_free[n] += r.job.memory_mib
         self.node_version[n] += 1
