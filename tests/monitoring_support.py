@@ -1,0 +1,169 @@
+"""Loopback infrastructure for the monitoring tests: a scheduler HTTP endpoint and a
+real Prometheus server.
+
+`SchedulerEndpoint` mounts routes of the same shape the scheduler's server takes
+(`{(method, path): handler(body, headers) -> (status, dict | bytes)}`) plus `/metrics` of
+a registry, on a port that can be stopped and re-bound (a scheduler restart).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+Route = Callable[[bytes, Mapping[str, str]], tuple[int, dict | bytes]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SchedulerEndpoint:
+    def __init__(self, routes: dict[tuple[str, str], Route], registry: CollectorRegistry,
+                 port: int = 0) -> None:
+        self.routes = routes
+        self.registry = registry
+        self.port = port
+        self._server: ThreadingHTTPServer | None = None
+
+    def start(self) -> SchedulerEndpoint:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, method: str) -> None:
+                path = self.path.split("?", 1)[0]
+                if method == "GET" and path == "/metrics":
+                    body, status, ctype = generate_latest(outer.registry), 200, \
+                        CONTENT_TYPE_LATEST
+                else:
+                    n = int(self.headers.get("Content-Length") or 0)
+                    data = self.rfile.read(n)
+                    route = outer.routes.get((method, path))
+                    if route is None:
+                        status, ans = 404, {"error": "no such route"}
+                    else:
+                        status, ans = route(data, dict(self.headers.items()))
+                    body = ans if isinstance(ans, bytes) else json.dumps(ans).encode()
+                    ctype = "application/json"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._answer("GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._answer("POST")
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_port
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def wait_for(cond: Callable[[], object], what: str, timeout_s: float = 30.0,
+             step_s: float = 0.05) -> object:
+    """Poll until `cond()` is truthy; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(step_s)
+
+
+class Prometheus:
+    """A real Prometheus server on loopback scraping `targets` every `interval`."""
+
+    def __init__(self, workdir: Path, targets: dict[str, list[str]], interval: str = "1s",
+                 rule_files: list[Path] | None = None) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        cfg = ["global:", f"  scrape_interval: {interval}", f"  evaluation_interval: {interval}"]
+        if rule_files:
+            cfg.append("rule_files:")
+            cfg += [f"  - {p}" for p in rule_files]
+        cfg.append("scrape_configs:")
+        for job, addrs in targets.items():
+            listed = ", ".join(repr(a) for a in addrs)
+            cfg += [f"  - job_name: {job}", f"    scrape_interval: {interval}",
+                    "    static_configs:", f"      - targets: [{listed}]"]
+        (workdir / "prometheus.yml").write_text("\n".join(cfg) + "\n")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Prometheus:
+        self.log = open(self.workdir / "prometheus.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={self.workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={self.workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(self._ready, "Prometheus to become ready")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError("prometheus exited: " +
+                                 (self.workdir / "prometheus.log").read_text()[-2000:])
+        try:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def api(self, path: str, **params: str) -> dict:
+        q = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{q}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def query(self, promql: str) -> list[dict]:
+        ans = self.api("query", query=promql)
+        assert ans["status"] == "success", ans
+        return ans["data"]["result"]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+            self.log.close()
