@@ -695,7 +695,9 @@ def solve_model(sub: SubModel, prob: PackProblem, time_limit: float, seed: int =
     s = cp_model.CpSolver()
     s.parameters.max_time_in_seconds = max(time_limit, 0.01)
     if deterministic_time is not None:
+        # The deterministic limit must be the one that binds; wall time is a far guard.
         s.parameters.max_deterministic_time = max(deterministic_time, 0.01)
+        s.parameters.max_time_in_seconds = max(10 * time_limit, 5.0)
     s.parameters.random_seed = seed
     s.parameters.num_workers = workers
     if workers > 1 and deterministic_time is not None:
