@@ -41,6 +41,8 @@ class UsageHistory:
     def __init__(self, path: Path | str = ":memory:", durable: bool = True) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
