@@ -132,7 +132,7 @@ class Extender:
         """A pod changed (watch event): book it, move it, or release it."""
         with self.lock:
             cur = self.placed.get(pj.uid)
-            if not pj.active or pj.deleting and pj.phase in podlib.TERMINAL_PHASES:
+            if not pj.active:
                 if cur is not None:
                     self._release(pj.uid)
                 self._pending.pop(pj.uid, None)

@@ -1,0 +1,152 @@
+"""`gsched serve`: the kube-scheduler extender (and agent-report ingestion)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gsched.errors import InputError
+
+
+def _read_secret(path: Path | None, what: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text().strip()
+    except OSError as e:
+        raise InputError(f"cannot read {what}: {e.strerror}", file=str(path)) from None
+    if not text:
+        raise InputError(f"{what} is empty", file=str(path))
+    return text
+
+
+def serve_cmd(
+    cluster: Annotated[Path | None, typer.Option(
+        help="Static GPU inventory (a cluster file): run without an API server; binds are "
+             "recorded in the store only.")] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8888,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    prefix: Annotated[str, typer.Option(help="URL prefix of the verbs (kube-scheduler's "
+                                             "urlPrefix path).")] = "",
+    policy: Annotated[str, typer.Option(help="Placement policy (k8s-spread, binpack, bestfit, "
+                                             "fgd, peak, tidal).")] = "tidal",
+    headroom: Annotated[float, typer.Option(help="Share of each GPU kept free of predicted "
+                                                 "load (tidal).")] = 0.1,
+    db: Annotated[Path, typer.Option(help="SQLite store: profiles, assignments, usage "
+                                          "history.")] = Path("gsched.db"),
+    token_file: Annotated[Path | None, typer.Option(
+        help="File holding the bearer token callers must present.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(
+        help="kubeconfig file (default: in-cluster config, else ~/.kube/config).")] = None,
+    max_body_mib: Annotated[int, typer.Option(help="Largest request body accepted, MiB.")]
+    = 64,
+    lease_namespace: Annotated[str, typer.Option(help="Namespace of the leader Lease.")]
+    = "gsched-system",
+    lease_name: Annotated[str, typer.Option(help="Name of the leader Lease.")] = "gsched",
+    identity: Annotated[str | None, typer.Option(
+        help="This replica's name in the Lease (default: $POD_NAME, else the hostname).")]
+    = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")]
+    = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve the kube-scheduler extender API (filter, prioritize, bind, preempt),
+    /healthz, /readyz, /metrics and agent reports (POST /v1/reports)."""
+    from gsched.scheduler.extender import Extender
+    from gsched.scheduler.history import UsageHistory
+    from gsched.scheduler.ingest import IngestService
+    from gsched.scheduler.metrics import SchedulerMetrics
+    from gsched.scheduler.policy import PolicyConfig
+    from gsched.scheduler.registry import make_policy
+    from gsched.scheduler.server import ExtenderServer, ServerConfig
+    from gsched.scheduler.store import Store
+    from gsched.traces.cluster import load_cluster
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if (tls_cert is None) != (tls_key is None):
+        raise InputError("give both --tls-cert and --tls-key, or neither", field="--tls-cert")
+    if cluster is not None and kubeconfig is not None:
+        raise InputError("--cluster (static) and --kubeconfig exclude each other",
+                         field="--cluster")
+    if not 0 <= headroom < 1:
+        raise InputError(f"must be in [0, 1), got {headroom}", field="--headroom")
+    token = _read_secret(token_file, "token file")
+    for f in (tls_cert, tls_key):
+        if f is not None and not f.is_file():
+            raise InputError("no such file", file=str(f))
+    pol = make_policy(policy, PolicyConfig(headroom=headroom))
+    metrics = SchedulerMetrics()
+    store = Store(db)
+    history = UsageHistory(db)
+    stoppers: list = []
+
+    if cluster is not None:
+        from gsched.scheduler.leader import StaticLeader
+
+        inventory = load_cluster(cluster)
+        ext = Extender(inventory, pol, store=store, metrics=metrics)
+        restored = ext.restore_from_store()
+        ext.ready.set()
+        metrics.leader.set(1)
+        mode = f"static inventory {cluster} ({len(inventory.nodes)} nodes, " \
+               f"{inventory.total_gpus} GPUs; {restored} assignments restored)"
+        _ = StaticLeader()
+    else:
+        from kubernetes import client
+
+        from gsched.models import Cluster
+        from gsched.scheduler.kube import KubeBinder, KubeSync, load_kube_config
+        from gsched.scheduler.leader import LeaderElector
+
+        api = load_kube_config(str(kubeconfig) if kubeconfig else None)
+        core = client.CoreV1Api(api)
+        name = identity or os.environ.get("POD_NAME") or socket.gethostname()
+        elector = LeaderElector(client.CoordinationV1Api(api), lease_namespace, lease_name,
+                                name, metrics=metrics)
+        ext = Extender(Cluster(nodes=[]), pol, store=store, binder=KubeBinder(core),
+                       metrics=metrics, is_leader=elector.is_leader,
+                       leader_name=elector.leader_name)
+        sync = KubeSync(core, ext)
+        ext.pod_lookup = sync.pod_lookup
+        sync.start()
+        elector.start()
+        stoppers += [elector.stop, sync.stop]
+        mode = f"Kubernetes ({len(sync.nodes)} GPU nodes), replica {name}"
+
+    ingest = IngestService(history, metrics, token, on_profiles=ext.set_profiles)
+    ingest.start()
+    stoppers.insert(0, ingest.stop)
+    config = ServerConfig(host=host, port=port, prefix=prefix, token=token, tls_cert=tls_cert,
+                          tls_key=tls_key, max_body_bytes=max_body_mib << 20)
+    server = ExtenderServer(ext, metrics, config, extra_routes=ingest.routes(),
+                            ready=ext.ready.is_set)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start()
+    typer.echo(f"gsched serve: policy {policy}, {mode}; listening on {server.url}"
+               f"{config.prefix} ({'bearer token' if token else 'no token'}"
+               f"{', TLS' if tls_cert else ''})", err=True)
+    try:
+        stop.wait(timeout=duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        for fn in stoppers:
+            fn()
+        store.close()
+        history.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_cmd)
