@@ -168,12 +168,18 @@ class IngestService:
 
     def _predict(self, node: str, state: _NodeState) -> None:
         """Predicted utilisation of a node in the slot of its newest sample: per GPU, the
-        sum of its workloads' learned profiles, capped at 1, averaged over the GPUs."""
+        sum of its workloads' learned profiles, capped at 1, averaged over the GPUs.
+
+        Only learned profiles count; a workload still on its fallback (too little
+        history) contributes nothing rather than its request, so the gauge compares
+        prediction with measurement and is absent until something was learned."""
         slot = int((state.newest_sample % DAY_SECONDS) // (DAY_SECONDS / self.slots))
+        learned = {w: p for w, p in self.profiles.items() if p.source == "learned"}
+        if not learned:
+            return
         per_gpu = []
         for _gpu, wls in state.gpu_workloads.items():
-            per_gpu.append(min(1.0, sum(self.profiles[w].values[slot]
-                                        for w in wls if w in self.profiles)))
+            per_gpu.append(min(1.0, sum(learned[w].values[slot] for w in wls if w in learned)))
         per_gpu += [0.0] * max(state.gpus - len(per_gpu), 0)
         if per_gpu:
             self.metrics.node_predicted_util.labels(node=node).set(float(np.mean(per_gpu)))
