@@ -124,14 +124,32 @@ class KubeBinder:
     def bind(self, namespace: str, name: str, uid: str, node: str,
              annotations: Mapping[str, str]) -> None:
         if annotations:
-            self.core.patch_namespaced_pod(name, namespace,
-                                           {"metadata": {"annotations": dict(annotations)}},
-                                           _preload_content=False)
+            try:
+                self.core.patch_namespaced_pod(
+                    name, namespace, {"metadata": {"annotations": dict(annotations)}},
+                    _preload_content=False)
+            except ApiException as e:
+                raise UnavailableError(f"annotating the pod: {api_error(e)}") from None
         body = client.V1Binding(
             metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=uid or None),
             target=client.V1ObjectReference(api_version="v1", kind="Node", name=node))
-        # _preload_content=False: the client cannot deserialise the Binding it gets back.
-        self.core.create_namespaced_binding(namespace, body, _preload_content=False)
+        # The pods/binding subresource, as kube-scheduler uses it. _preload_content=False:
+        # the client cannot deserialise the Status it gets back into a V1Binding.
+        try:
+            self.core.create_namespaced_pod_binding(name, namespace, body,
+                                                    _preload_content=False)
+        except ApiException as e:
+            raise UnavailableError(api_error(e)) from None
+
+
+def api_error(e: ApiException) -> str:
+    """`409 Conflict: pod x is already assigned to node y`, from an ApiException."""
+    message = ""
+    try:
+        message = json.loads(e.body or "{}").get("message", "")
+    except (ValueError, AttributeError):
+        pass
+    return f"{e.status} {e.reason}" + (f": {message}" if message else "")
 
 
 class KubeSync:
@@ -156,6 +174,8 @@ class KubeSync:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.synced = threading.Event()
+        if extender.pod_lookup is None:
+            extender.pod_lookup = self.pod_lookup
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> KubeSync:
