@@ -634,14 +634,17 @@ def build_model(prob: PackProblem, items: Sequence[int], gpus: Sequence[int],
                 for v in ex:
                     m.add(v == 0)
             else:
+                rest = [w for i, w in here if not prob.exclusive[i]]
+                m.add(sum(ex) <= 1)
                 for v in ex:
-                    for _, w in here:
-                        if w is not v:
-                            m.add_implication(v, w.Not())
+                    if rest:
+                        m.add(sum(rest) == 0).only_enforce_if(v)
         if bg_exclusive[k]:
             for _, v in here:
                 m.add(v == 0)
-    _break_symmetry(m, prob, items, gpus, x, used, bg_used, bg_mem)
+    groups = _break_symmetry(m, prob, items, gpus, x, used, bg_used, bg_mem)
+    if hint and groups:
+        hint = _relabel_hint(items, groups, hint)
     moved: dict[int, cp_model.IntVar | int] = {}
     for i in items:
         cur = prob.current.get(i)
@@ -671,12 +674,13 @@ def build_model(prob: PackProblem, items: Sequence[int], gpus: Sequence[int],
 
 def _break_symmetry(m: cp_model.CpModel, prob: PackProblem, items: list[int], gpus: list[int],
                     x: dict[tuple[int, int], cp_model.IntVar], used: dict,
-                    bg_used: np.ndarray, bg_mem: np.ndarray) -> None:
+                    bg_used: np.ndarray, bg_mem: np.ndarray) -> list[list[int]]:
     """Empty GPUs of one type are interchangeable when no multi-GPU workload is in play:
     open them in order, and let the j-th workload use only the first j+1 of them (the
-    classic bin-packing symmetry break; without it CP-SAT wanders among relabellings)."""
+    classic bin-packing symmetry break; without it CP-SAT wanders among relabellings).
+    Returns the groups of interchangeable GPUs, in their imposed order."""
     if any(prob.num_gpu[i] > 1 for i in items):
-        return
+        return []
     groups: dict[tuple, list[int]] = {}
     for k, g in enumerate(gpus):
         if not bg_used[k] and bg_mem[k] == 0 and not isinstance(used[g], int):
@@ -689,6 +693,23 @@ def _break_symmetry(m: cp_model.CpModel, prob: PackProblem, items: list[int], gp
             for g in members[j + 1:]:
                 if (i, g) in x:
                     m.add(x[(i, g)] == 0)
+    return list(groups.values())
+
+
+def _relabel_hint(items: list[int], groups: list[list[int]],
+                  hint: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
+    """Rename the hint's GPUs inside each interchangeable group in order of first use, so
+    the hint satisfies the symmetry break (else CP-SAT would have to repair it)."""
+    rename: dict[int, int] = {}
+    for members in groups:
+        member = set(members)
+        nxt = 0
+        for i in items:
+            for g in hint.get(i, ()):
+                if g in member and g not in rename:
+                    rename[g] = members[nxt]
+                    nxt += 1
+    return {i: tuple(rename.get(g, g) for g in gs) for i, gs in hint.items()}
 
 
 def solve_model(sub: SubModel, prob: PackProblem, time_limit: float, seed: int = 0,
@@ -930,11 +951,35 @@ def _neighbourhood(prob: PackProblem, pk: _Packing, rng: np.random.Generator,
                        and prob.gpu_model[g] in models], dtype=np.int64)
     receivers: list[int] = []
     if len(others):
-        room = pk.resid[others].sum(axis=1).astype(np.float64) + 1.0
+        weight = _swap_compatibility(prob, pk, victims, others)
+        if rng.random() < 0.5 or not weight.any():
+            weight = pk.resid[others].sum(axis=1).astype(np.float64)
+        weight = weight + 1e-3 * weight.max() + 1e-9
         k = min(size, len(others))
         receivers = [int(g) for g in rng.choice(others, size=k, replace=False,
-                                                p=room / room.sum())]
+                                                p=weight / weight.sum())]
     return victims, sorted(receivers)
+
+
+def _swap_compatibility(prob: PackProblem, pk: _Packing, victims: list[int],
+                        others: np.ndarray) -> np.ndarray:
+    """Per candidate receiver, how many victim workloads it could take if one of its own
+    workloads stepped aside: GPUs where an exchange can work, so the sub-model is not
+    a hopeless knapsack."""
+    items = [i for v in victims for i in pk.on_gpu[v]]
+    score = np.zeros(len(others))
+    if not items:
+        return score
+    for i in items:
+        slack = pk.resid[others] - prob.units[i]                     # (R, T)
+        fits = (slack >= 0).all(axis=1)
+        for r in np.flatnonzero(~fits):
+            g = int(others[r])
+            if any(not prob.exclusive[k] and (slack[r] + prob.units[k] >= 0).all()
+                   for k in pk.on_gpu[g]):
+                fits[r] = True
+        score += fits
+    return score
 
 
 def eject(prob: PackProblem, pk: _Packing, budget: _Budget,
