@@ -12,8 +12,9 @@ cgroup reads, pod attribution, exporter, report building, the SQLite queue).
 
 Ingestion: `IngestService.handle` on pre-serialised reports from 1,000 simulated nodes
 (8 GPUs, 8 pods, 10 samples each: 160 samples per report), into an on-disk history with
-`synchronous=FULL` (what `gsched serve` uses), single-threaded. 1,000 agents reporting
-every 10 s need 100 reports/s.
+`synchronous=FULL` (what `gsched serve` uses), from one thread and from 16 (as request
+threads of the HTTP server: concurrent reports share one group commit). 1,000 agents
+reporting every 10 s need 100 reports/s.
 
     .venv/bin/python benchmarks/bench_agent.py [--samples 3000] [--seconds 30] [--reports 3000]
 """
@@ -157,15 +158,30 @@ def make_reports(n: int, nodes: int = 1000, gpus: int = 8, per_report: int = 10)
     return out
 
 
-def bench_ingest(n: int, workdir: Path, durable: bool) -> dict:
+def bench_ingest(n: int, workdir: Path, durable: bool, resolution_s: float,
+                 threads: int) -> dict:
     bodies = make_reports(n)
-    svc = IngestService(UsageHistory(workdir / f"h-{durable}.sqlite", durable=durable),
-                        SchedulerMetrics(), "tok")
+    history = UsageHistory(workdir / f"h-{durable}-{resolution_s}-{threads}.sqlite",
+                           durable=durable,
+                           resolution_s=resolution_s)
+    svc = IngestService(history, SchedulerMetrics(), "tok")
     headers: Mapping[str, str] = {"Authorization": "Bearer tok"}
+
+    def work(part: list[bytes]) -> None:
+        for b in part:
+            status, _ = svc.handle(b, headers)
+            assert status == 200
+
     t0 = time.perf_counter()
-    for b in bodies:
-        status, _ = svc.handle(b, headers)
-        assert status == 200
+    if threads == 1:
+        work(bodies)
+    else:
+        pool = [threading.Thread(target=work, args=(bodies[i::threads],))
+                for i in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
     wall = time.perf_counter() - t0
     counts = svc.history.counts()
     t1 = time.perf_counter()
@@ -196,14 +212,16 @@ def main() -> None:
               f"{100 * live['process_core_share']:.3f}%)")
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"agent process peak RSS: {rss:.0f} MiB")
-        for durable in (True, False):
-            ing = bench_ingest(args.reports, work / "c", durable)
-            print(f"ingestion ({'synchronous=FULL' if durable else 'synchronous=NORMAL'}): "
-                  f"{ing['reports_per_s']:.0f} reports/s, {ing['samples_per_s']:.0f} samples/s, "
-                  f"{ing['bytes_per_report']} B/report -> {ing['agents_at_10s_supported']} agents "
-                  f"at one report per 10 s; profile refresh of {ing['workloads']} workloads: "
-                  f"{ing['profile_refresh_s']:.2f} s")
-
+        for durable, res, threads in ((True, 0.0, 1), (True, 0.0, 16), (False, 0.0, 1),
+                                      (True, 60.0, 16)):
+            ing = bench_ingest(args.reports, work / "c", durable, res, threads)
+            print(f"ingestion ({'synchronous=FULL' if durable else 'synchronous=NORMAL'}, "
+                  f"{'every sample' if res == 0 else f'{res:g} s buckets'}, {threads} "
+                  f"thread{'s' if threads > 1 else ''}): "
+                  f"{ing['reports_per_s']:.0f} reports/s, {ing['samples_per_s']:.0f} rows/s, "
+                  f"{ing['bytes_per_report']} B/report -> {ing['agents_at_10s_supported']} "
+                  f"agents at one report per 10 s; profile refresh of {ing['workloads']} "
+                  f"workloads: {ing['profile_refresh_s']:.2f} s")
 
 if __name__ == "__main__":
     main()

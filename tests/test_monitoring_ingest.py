@@ -167,3 +167,62 @@ def test_profiles_are_learned_from_ingested_history(svc: IngestService) -> None:
     svc.handle(body(r), AUTH)
     assert value(svc.metrics, "gsched_node_predicted_utilization_ratio",
                  node="n1") == pytest.approx(0.45)  # 0.9 on one GPU of two
+
+
+def test_history_at_a_coarser_resolution_keeps_bucket_means() -> None:
+    h = UsageHistory(resolution_s=60.0)
+    ts = [0.0, 30.0, 59.0, 60.0, 119.0]
+    r = Report(report_id="r-00000001", node="n", created_at=120.0, workloads=[
+        Series(gpu="GPU-0", index=0, workload="ns/a", t=ts, util=[0.1, 0.2, 0.3, 0.5, 0.7],
+               mem_mib=[1.0, 5.0, 2.0, None, 3.0])])
+    assert h.store(r) == (False, 2)
+    t, v = h.samples("ns/a")
+    assert list(t) == [0.0, 60.0]
+    np.testing.assert_allclose(v, [0.2, 0.6])
+    with pytest.raises(ValueError, match="resolution"):
+        UsageHistory(resolution_s=-1)
+
+
+def test_refresh_forgets_samples_beyond_retention(svc: IngestService) -> None:
+    svc.retention_days = 1.0
+    for i, t0 in enumerate([0.0, 3 * DAY_SECONDS]):
+        assert svc.handle(body(make_report(f"r-0000000{i}", t0=t0)), AUTH)[0] == 200
+    svc.refresh_profiles()
+    t, _ = svc.history.samples("ns/a")
+    assert t.min() >= 2 * DAY_SECONDS
+
+
+def test_fallback_profiles_do_not_make_a_prediction(svc: IngestService) -> None:
+    svc.handle(body(make_report("r-00000001")), AUTH)  # 4 samples: too few to learn
+    learned = svc.refresh_profiles()
+    assert learned["ns/a"].source == "fallback"
+    svc.handle(body(make_report("r-00000002", t0=2000.0)), AUTH)
+    assert value(svc.metrics, "gsched_node_predicted_utilization_ratio", node="n1") is None
+
+
+def test_concurrent_reports_are_group_committed_exactly_once(tmp_path: Path) -> None:
+    import threading
+
+    h = UsageHistory(tmp_path / "h.sqlite")
+    reports = [make_report(f"r-{i:08d}", t0=1000.0 * i) for i in range(40)]
+    results: list[tuple[bool, int]] = []
+    lock = threading.Lock()
+
+    def worker(rs: list[Report]) -> None:
+        for r in rs:
+            got = h.store(r)
+            with lock:
+                results.append(got)
+
+    # Every report twice, from different threads.
+    threads = [threading.Thread(target=worker, args=(reports[i::4] + reports[(i + 1) % 4::4],))
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    h.close()
+    h = UsageHistory(tmp_path / "h.sqlite")  # what reached the disk
+    assert sorted(d for d, _ in results) == [False] * 40 + [True] * 40
+    assert sum(n for _, n in results) == 40 * 12
+    assert h.counts() == {"usage_reports": 40, "usage_samples": 160, "usage_gpu_samples": 320}

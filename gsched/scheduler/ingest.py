@@ -74,7 +74,8 @@ class IngestService:
     def __init__(self, history: UsageHistory, metrics: SchedulerMetrics, token: str | None,
                  *, max_body_bytes: int = 8 << 20, stale_after_s: float = 120.0,
                  slots: int = DEFAULT_SLOTS, window_days: float = 14.0,
-                 profile_interval_s: float = 300.0, predict_nodes: bool = True,
+                 profile_interval_s: float = 300.0, retention_days: float | None = 15.0,
+                 predict_nodes: bool = True,
                  on_profiles: Callable[[dict[str, LearnedProfile]], None] | None = None,
                  learn_kwargs: Mapping[str, object] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -86,6 +87,7 @@ class IngestService:
         self.slots = slots
         self.window_days = window_days
         self.profile_interval_s = profile_interval_s
+        self.retention_days = retention_days
         self.predict_nodes = predict_nodes
         self.on_profiles = on_profiles
         self.learn_kwargs = dict(learn_kwargs or {})
@@ -185,10 +187,13 @@ class IngestService:
             self.metrics.node_predicted_util.labels(node=node).set(float(np.mean(per_gpu)))
 
     def refresh_profiles(self, now: float | None = None) -> dict[str, LearnedProfile]:
-        """Learn every workload's profile from the last `window_days` of history."""
+        """Learn every workload's profile from the last `window_days` of history, and
+        forget samples older than `retention_days`."""
         newest = self.history.latest_timestamp()
         if newest is None:
             return {}
+        if self.retention_days is not None:
+            self.history.prune(newest - self.retention_days * DAY_SECONDS)
         since = newest - self.window_days * DAY_SECONDS
         samples = self.history.all_samples(since=since)
         learned = learn_profiles(samples, now=now, slots=self.slots, **self.learn_kwargs)
