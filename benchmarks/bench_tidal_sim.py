@@ -67,6 +67,21 @@ def big_trace() -> tuple[Trace, Cluster]:
     return build(spec), cl
 
 
+def with_lucid_utilisation(trace: Trace, seed: int = 0) -> Trace:
+    """The same trace with each training job's GPU utilisation drawn from the Lucid
+    measurements (median ~0.5) instead of 1.0: training that leaves room beside it."""
+    import csv
+
+    import numpy as np
+
+    with open(shared_traces_dir() / "lucid" / "colocate_info.csv") as f:
+        util = np.array([float(r["gpu_util"]) for r in csv.DictReader(f)]) / 100.0
+    rng = np.random.default_rng(seed)
+    jobs = [j.model_copy(update={"utilization": float(np.clip(rng.choice(util), 0.05, 1.0))})
+            if j.kind == "training" else j for j in trace.jobs]
+    return Trace(jobs=jobs, slots=trace.slots, source=trace.source + " (Lucid utilisation)")
+
+
 def compare(trace: Trace, cluster: Cluster, title: str, deviation: LoadDeviation | None = None,
             headroom: float = 0.1, policies: list[str] | None = None) -> dict[str, dict]:
     t0 = time.perf_counter()
@@ -86,6 +101,9 @@ def main() -> None:
     ex_cl = load_cluster(ROOT / "examples" / "cluster.yaml")
     compare(ex, ex_cl, "examples/tidal-mix.csv on examples/cluster.yaml (64 GPUs), "
                        "headroom 0.1")
+    lucid = with_lucid_utilisation(ex)
+    compare(lucid, ex_cl, "example trace, training utilisation drawn from Lucid "
+                          "(training can share GPUs with inference valleys)")
     if not args.quick:
         tr, cl = big_trace()
         compare(tr, cl, f"built trace: {len(tr.jobs):,} jobs over 4 days on 256 GPUs, "
