@@ -132,11 +132,13 @@ class Extender:
         """A pod changed (watch event): book it, move it, or release it."""
         with self.lock:
             cur = self.placed.get(pj.uid)
-            if not pj.active:
+            if pj.phase in podlib.TERMINAL_PHASES:
                 if cur is not None:
                     self._release(pj.uid)
                 self._pending.pop(pj.uid, None)
                 return
+            if not pj.node:
+                return  # still pending; if gsched booked it, its binding is under way
             if cur is not None and cur.node == pj.node:
                 self.placed[pj.uid] = pj if pj.gpus or not cur.gpus else _with_gpus(pj, cur.gpus)
                 return
@@ -286,7 +288,8 @@ class Extender:
             return {"Error": "this gsched replica is not the leader"
                              + (f" (the leader is {leader})" if leader else "")
                              + "; kube-scheduler will retry the pod"}
-        pj = self._pending.get(args.pod_uid) if args.pod_uid else None
+        pj = (self._pending.get(args.pod_uid) or self.placed.get(args.pod_uid)) \
+            if args.pod_uid else None
         if pj is None:
             for cand in list(self._pending.values()):
                 if cand.name == args.pod_name and cand.namespace == (args.pod_namespace

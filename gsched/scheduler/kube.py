@@ -173,6 +173,7 @@ class KubeSync:
         self.relists = {"nodes": 0, "pods": 0}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._streams: dict[str, Any] = {}
         self.synced = threading.Event()
         if extender.pod_lookup is None:
             extender.pod_lookup = self.pod_lookup
@@ -189,6 +190,11 @@ class KubeSync:
 
     def stop(self) -> None:
         self._stop.set()
+        for resp in list(self._streams.values()):
+            try:  # unblock a watch waiting for its next event
+                resp.shutdown()
+            except Exception:  # noqa: BLE001 - already closed is fine
+                pass
         for t in self._threads:
             t.join(timeout=10)
         self._threads.clear()
@@ -288,8 +294,11 @@ class KubeSync:
             watch=True, resource_version=self.rv[kind], allow_watch_bookmarks=True,
             timeout_seconds=self.watch_timeout_s, _preload_content=False,
             _request_timeout=(5, self.watch_timeout_s + 30))
+        self._streams[kind] = resp
         self._event(kind, "watch")
         try:
+            if self._stop.is_set():  # stop() ran while the watch was opening
+                return
             for line in iter_resp_lines(resp):
                 if self._stop.is_set():
                     return
@@ -308,6 +317,7 @@ class KubeSync:
                 if rv:
                     self.rv[kind] = rv
         finally:
+            self._streams.pop(kind, None)
             resp.release_conn()
         self._event(kind, "watch-end")
 
