@@ -37,8 +37,20 @@ log = logging.getLogger(__name__)
 
 
 def micro_time(t: float) -> str:
-    """Unix seconds → Kubernetes MicroTime (`2026-11-24T13:00:00.000000Z`)."""
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Unix seconds → Kubernetes MicroTime (`2026-11-24T13:00:00.000001Z`).
+
+    The `kubernetes` client re-parses the string into a datetime and writes it back with
+    `isoformat()`, which drops the fraction when it is zero; the API server's MicroTime
+    parser requires six digits. So a whole second is written one microsecond later.
+    """
+    dt = datetime.fromtimestamp(t, tz=timezone.utc)
+    if dt.microsecond == 0:
+        dt = dt.replace(microsecond=1)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_micro_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class LeaderElector:
