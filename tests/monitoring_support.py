@@ -1,10 +1,5 @@
-"""Loopback infrastructure for the monitoring tests: a scheduler HTTP endpoint and a
-real Prometheus server.
-
-`SchedulerEndpoint` mounts routes of the same shape the scheduler's server takes
-(`{(method, path): handler(body, headers) -> (status, dict | bytes)}`) plus `/metrics` of
-a registry, on a port that can be stopped and re-bound (a scheduler restart).
-"""
+"""Loopback infrastructure for the monitoring tests: the scheduler's HTTP server with
+routes mounted, and a real Prometheus server."""
 
 from __future__ import annotations
 
@@ -12,15 +7,17 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from gsched.models import Cluster, Node
+from gsched.scheduler.extender import Extender
+from gsched.scheduler.metrics import SchedulerMetrics
+from gsched.scheduler.registry import make_policy
+from gsched.scheduler.server import ExtenderServer, ServerConfig
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -33,62 +30,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class SchedulerEndpoint:
-    def __init__(self, routes: dict[tuple[str, str], Route], registry: CollectorRegistry,
-                 port: int = 0) -> None:
-        self.routes = routes
-        self.registry = registry
-        self.port = port
-        self._server: ThreadingHTTPServer | None = None
-
-    def start(self) -> SchedulerEndpoint:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self, method: str) -> None:
-                path = self.path.split("?", 1)[0]
-                if method == "GET" and path == "/metrics":
-                    body, status, ctype = generate_latest(outer.registry), 200, \
-                        CONTENT_TYPE_LATEST
-                else:
-                    n = int(self.headers.get("Content-Length") or 0)
-                    data = self.rfile.read(n)
-                    route = outer.routes.get((method, path))
-                    if route is None:
-                        status, ans = 404, {"error": "no such route"}
-                    else:
-                        status, ans = route(data, dict(self.headers.items()))
-                    body = ans if isinstance(ans, bytes) else json.dumps(ans).encode()
-                    ctype = "application/json"
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:  # noqa: N802
-                self._answer("GET")
-
-            def do_POST(self) -> None:  # noqa: N802
-                self._answer("POST")
-
-            def log_message(self, *a: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_port
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+def scheduler_server(routes: dict[tuple[str, str], Route], metrics: SchedulerMetrics,
+                     port: int = 0, nodes: tuple[str, ...] = ("replay-node-1",)
+                     ) -> ExtenderServer:
+    """The scheduler's real HTTP server (the extender over `nodes` of 8 GPUs) with
+    `routes` mounted, listening on loopback."""
+    cluster = Cluster(nodes=[Node(name=n, gpu_count=8, gpu_model="A100") for n in nodes])
+    extender = Extender(cluster, make_policy("tidal"), metrics=metrics)
+    return ExtenderServer(extender, metrics, ServerConfig(host="127.0.0.1", port=port),
+                          extra_routes=routes).start()
 
 
 def wait_for(cond: Callable[[], object], what: str, timeout_s: float = 30.0,

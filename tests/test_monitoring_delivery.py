@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from monitoring_support import SchedulerEndpoint, free_port, wait_for
+from monitoring_support import free_port, scheduler_server, wait_for
 
 from gsched.agents.agent import Agent, AgentConfig
 from gsched.agents.model import NodeSample
@@ -16,6 +16,7 @@ from gsched.agents.replay import ReplaySource
 from gsched.scheduler.history import UsageHistory
 from gsched.scheduler.ingest import REPORTS_ROUTE, IngestService
 from gsched.scheduler.metrics import SchedulerMetrics
+from gsched.scheduler.server import ExtenderServer
 
 
 class Recording:
@@ -45,7 +46,7 @@ class Scheduler:
 
     def __init__(self, db: Path, port: int, token: str) -> None:
         self.db, self.port, self.token = db, port, token
-        self.endpoint: SchedulerEndpoint | None = None
+        self.endpoint: ExtenderServer | None = None
         self.history: UsageHistory | None = None
         self.requests = 0
         self.duplicates = 0
@@ -67,8 +68,8 @@ class Scheduler:
                 return 503, {"error": "lost answer"}
             return status, ans
 
-        self.endpoint = SchedulerEndpoint({REPORTS_ROUTE: route}, metrics.registry,
-                                          port=self.port).start()
+        self.endpoint = scheduler_server({REPORTS_ROUTE: route}, metrics, port=self.port,
+                                         nodes=("node-a",))
 
     def stop(self) -> None:
         assert self.endpoint is not None and self.history is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from monitoring_support import PROMETHEUS, Prometheus, SchedulerEndpoint, wait_for
+from monitoring_support import PROMETHEUS, Prometheus, scheduler_server, wait_for
 
 from gsched.agents.agent import Agent, AgentConfig
 from gsched.agents.replay import ReplaySource
@@ -29,7 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, traces_dir: Path):
     work = tmp_path_factory.mktemp("prom")
     metrics = SchedulerMetrics()
     ingest = IngestService(UsageHistory(work / "gsched.sqlite"), metrics, "tok")
-    sched = SchedulerEndpoint(ingest.routes(), metrics.registry).start()
+    sched = scheduler_server(ingest.routes(), metrics)
     src = ReplaySource(traces_dir / "alibaba-genai" / "pod_gpu_duty_cycle_anon.tar.gz",
                        "replay-node-1", gpus=8, speed=60.0, offset=0)
     agent = Agent(src, AgentConfig(node="replay-node-1", interval_s=0.2, report_every=2,

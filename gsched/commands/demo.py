@@ -2,8 +2,8 @@
 
 One command starts the whole monitoring pipeline on a laptop: `--nodes` agent processes
 (`gsched agent --source replay:...`) each replaying the Alibaba GenAI duty-cycle trace on
-a virtual 8-GPU node, the scheduler (report ingestion, SQLite history, profile learning,
-`/metrics`) in this process, and a real Prometheus server (if installed) scraping all of
+a virtual 8-GPU node, the scheduler (the extender's HTTP server over those nodes, with
+report ingestion mounted: SQLite history, profile learning, `/metrics`) in this process, and a real Prometheus server (if installed) scraping all of
 them with a generated config in a temporary directory. It prints where to look and a few
 live numbers; Ctrl-C (or `--duration`) stops everything.
 """
@@ -77,9 +77,14 @@ def demo_cmd(
 ) -> None:
     """Run replay agents, the scheduler and Prometheus on loopback; print live numbers."""
     from gsched.errors import InputError, UnavailableError
+    from gsched.models import Cluster, Node
+    from gsched.scheduler.extender import Extender
     from gsched.scheduler.history import UsageHistory
     from gsched.scheduler.ingest import IngestService
     from gsched.scheduler.metrics import SchedulerMetrics
+    from gsched.scheduler.registry import make_policy
+    from gsched.scheduler.server import ExtenderServer, ServerConfig
+    from gsched.scheduler.store import Store
     from gsched.traces.paths import shared_traces_dir
 
     trace = trace or shared_traces_dir() / DEFAULT_TRACE
@@ -97,16 +102,27 @@ def demo_cmd(
     (work / "token").write_text(token + "\n")
     os.chmod(work / "token", 0o600)
 
+    # The scheduler: the extender over the demo's virtual nodes, with report ingestion
+    # mounted on its HTTP server; history, profiles and assignments share one SQLite file.
     metrics = SchedulerMetrics()
-    history = UsageHistory(work / "gsched.sqlite")
-    ingest = IngestService(history, metrics, token, profile_interval_s=10.0)
-    sport = scheduler_port or _free_port()
+    db = work / "gsched.sqlite"
+    cluster = Cluster(nodes=[Node(name=f"demo-node-{i + 1}", gpu_count=8, gpu_model="A100")
+                             for i in range(nodes)])
+    store = Store(db)
+    extender = Extender(cluster, make_policy("tidal"), store=store, metrics=metrics)
+    history = UsageHistory(db)
+    ingest = IngestService(history, metrics, token, profile_interval_s=10.0,
+                           on_profiles=extender.set_profiles)
     try:
-        server = _serve(ingest, metrics, sport)
+        server = ExtenderServer(extender, metrics,
+                                ServerConfig(host="127.0.0.1", port=scheduler_port, token=token),
+                                extra_routes=ingest.routes()).start()
     except OSError as e:
-        raise UnavailableError(f"cannot listen on 127.0.0.1:{sport}: {e.strerror}") from None
+        raise UnavailableError(f"cannot listen on 127.0.0.1:{scheduler_port}: "
+                               f"{e.strerror}") from None
     ingest.start()
-    sched_url = f"http://127.0.0.1:{sport}"
+    sport = server.port
+    sched_url = server.url
 
     procs: list[tuple[str, subprocess.Popen]] = []
     stop = threading.Event()
@@ -169,55 +185,15 @@ def demo_cmd(
                 p.kill()
                 p.wait()
         ingest.stop()
-        server.shutdown()
-        server.server_close()
+        server.stop()
         counts = history.counts()
         history.close()
+        store.close()
         typer.echo(f"stored {counts['usage_reports']} reports, "
                    f"{counts['usage_samples'] + counts['usage_gpu_samples']} samples; "
                    f"learned {len(ingest.profiles)} profiles", err=True)
         if tmp is not None:
             tmp.cleanup()
-
-
-def _serve(ingest, metrics, port: int):  # noqa: ANN001, ANN202
-    """The scheduler's HTTP side for the demo: /metrics and POST /v1/reports."""
-    import json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    routes = ingest.routes()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:  # noqa: N802
-            if self.path.split("?", 1)[0] == "/metrics":
-                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
-            else:
-                self._send(404, b'{"error": "not found"}', "application/json")
-
-        def do_POST(self) -> None:  # noqa: N802
-            route = routes.get(("POST", self.path.split("?", 1)[0]))
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if route is None:
-                self._send(404, b'{"error": "not found"}', "application/json")
-                return
-            status, ans = route(body, dict(self.headers.items()))
-            self._send(status, json.dumps(ans).encode(), "application/json")
-
-        def log_message(self, *a: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, name="gsched-demo-http", daemon=True).start()
-    return server
 
 
 def _print_where(work: Path, sched_url: str, agent_ports: list[int], prom_url: str | None,
