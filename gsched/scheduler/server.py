@@ -198,6 +198,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "gsched"
     sys_version = ""
+    # Malformed request lines are answered with a status line too (not HTTP/0.9 bare).
+    default_request_version = "HTTP/1.0"
+    error_content_type = JSON
+    error_message_format = '{"error": "%(code)d %(message)s", "field": ""}'
     app: App  # set on the subclass made per server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
