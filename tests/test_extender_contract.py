@@ -292,3 +292,37 @@ def test_tls_serves_the_verbs(tmp_path: Path):
             assert r.status == 200
     finally:
         srv.stop()
+
+
+def test_tls_client_certificates_guard_the_verbs_when_the_token_cannot(tmp_path: Path):
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    d = tmp_path
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ca",
+            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(d / "srv.key"), "-out", str(d / "srv.crt"))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-scheduler",
+            "-keyout", str(d / "cli.key"), "-out", str(d / "cli.csr"))
+    openssl("x509", "-req", "-in", str(d / "cli.csr"), "-CA", str(d / "ca.crt"),
+            "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "1",
+            "-out", str(d / "cli.crt"))
+    srv, _, _ = make_server(config=ServerConfig(
+        port=0, token="t", token_verbs=False, tls_cert=d / "srv.crt", tls_key=d / "srv.key",
+        tls_client_ca=d / "ca.crt"))
+    try:
+        import json
+
+        body = json.dumps(extender_args(k8s_pod(gpus=1), ["a100-0"], True)).encode()
+        with_cert = ssl.create_default_context(cafile=str(d / "srv.crt"))
+        with_cert.load_cert_chain(str(d / "cli.crt"), str(d / "cli.key"))
+        req = urllib.request.Request(f"{srv.url}/filter", data=body, method="POST")
+        with urllib.request.urlopen(req, context=with_cert) as r:  # no token needed
+            assert json.loads(r.read())["NodeNames"] == ["a100-0"]
+        without = ssl.create_default_context(cafile=str(d / "srv.crt"))
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(req, context=without).read()
+    finally:
+        srv.stop()

@@ -45,6 +45,12 @@ def serve_cmd(
         help="File holding the bearer token callers must present.")] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(
+        help="Require TLS client certificates signed by this CA (kube-scheduler's "
+             "extender tlsConfig certFile/keyFile).")] = None,
+    open_verbs: Annotated[bool, typer.Option(
+        help="The token guards agent reports only, not the extender verbs (kube-scheduler "
+             "cannot send a bearer token; protect the verbs with --tls-client-ca).")] = False,
     kubeconfig: Annotated[Path | None, typer.Option(
         help="kubeconfig file (default: in-cluster config, else ~/.kube/config).")] = None,
     max_body_mib: Annotated[int, typer.Option(help="Largest request body accepted, MiB.")]
@@ -81,7 +87,10 @@ def serve_cmd(
     if not 0 <= headroom < 1:
         raise InputError(f"must be in [0, 1), got {headroom}", field="--headroom")
     token = _read_secret(token_file, "token file")
-    for f in (tls_cert, tls_key):
+    if tls_client_ca is not None and tls_cert is None:
+        raise InputError("--tls-client-ca needs --tls-cert and --tls-key",
+                         field="--tls-client-ca")
+    for f in (tls_cert, tls_key, tls_client_ca):
         if f is not None and not f.is_file():
             raise InputError("no such file", file=str(f))
     pol = make_policy(policy, PolicyConfig(headroom=headroom))
@@ -127,15 +136,17 @@ def serve_cmd(
     ingest.start()
     stoppers.insert(0, ingest.stop)
     config = ServerConfig(host=host, port=port, prefix=prefix, token=token, tls_cert=tls_cert,
-                          tls_key=tls_key, max_body_bytes=max_body_mib << 20)
+                          tls_key=tls_key, max_body_bytes=max_body_mib << 20,
+                          token_verbs=not open_verbs, tls_client_ca=tls_client_ca)
     server = ExtenderServer(ext, metrics, config, extra_routes=ingest.routes(),
                             ready=ext.ready.is_set)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
+    auth = ("token on reports only" if open_verbs else "bearer token") if token else "no token"
+    tls = (", TLS with client certificates" if tls_client_ca else ", TLS") if tls_cert else ""
     typer.echo(f"gsched serve: policy {policy}, {mode}; listening on {server.url}"
-               f"{config.prefix} ({'bearer token' if token else 'no token'}"
-               f"{', TLS' if tls_cert else ''})", err=True)
+               f"{config.prefix} ({auth}{tls})", err=True)
     try:
         stop.wait(timeout=duration)
     except KeyboardInterrupt:

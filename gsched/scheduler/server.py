@@ -2,7 +2,8 @@
 
 Routes:
 - `POST <prefix>/filter|prioritize|bind|preempt` - the kube-scheduler extender API
-  (`extender.py`); the bearer token, when configured, is required here;
+  (`extender.py`); the bearer token, when configured, is required here unless
+  `token_verbs=False` (kube-scheduler cannot send one; use TLS client certificates);
 - `GET /healthz` (the process answers), `GET /readyz` (the state is synced: 503 until
   then), `GET /metrics` (Prometheus exposition of `SchedulerMetrics.registry`);
 - `extra_routes`: `{(method, path): handler}` mounted beside them, e.g. agent-report
@@ -55,14 +56,22 @@ class ServerConfig:
     def __init__(self, host: str = "127.0.0.1", port: int = 8888, prefix: str = "",
                  token: str | None = None, tls_cert: Path | None = None,
                  tls_key: Path | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
-                 idle_timeout_s: float = 60.0) -> None:
+                 idle_timeout_s: float = 60.0, token_verbs: bool = True,
+                 tls_client_ca: Path | None = None) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both a certificate and a key")
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
         self.host, self.port = host, port
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        if tls_client_ca is not None and tls_cert is None:
+            raise ValueError("client certificates need TLS (a certificate and a key)")
         self.token = token or None
+        #: kube-scheduler cannot send a bearer token (its extender config has no such
+        #: field): with token_verbs=False the token guards mounted routes only, and the
+        #: verbs rely on TLS client certificates (tls_client_ca) or the network.
+        self.token_verbs = token_verbs
+        self.tls_client_ca = tls_client_ca
         self.tls_cert, self.tls_key = tls_cert, tls_key
         self.max_body_bytes = max_body_bytes
         self.idle_timeout_s = idle_timeout_s
@@ -139,7 +148,7 @@ class App:
 
     def authorised(self, headers: Mapping[str, str]) -> bool:
         token = self.config.token
-        if not token:
+        if not token or not self.config.token_verbs:
             return True
         got = _header(headers, "authorization") or ""
         scheme, _, cred = got.partition(" ")
@@ -301,6 +310,9 @@ class ExtenderServer:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.minimum_version = ssl.TLSVersion.TLSv1_2
             tls.load_cert_chain(str(self.config.tls_cert), str(self.config.tls_key))
+            if self.config.tls_client_ca is not None:
+                tls.verify_mode = ssl.CERT_REQUIRED
+                tls.load_verify_locations(cafile=str(self.config.tls_client_ca))
         handler = type("Handler", (_RequestHandler,), {"app": self.app})
         self.httpd = _Server((self.config.host, self.config.port), handler, tls,
                              self.config.idle_timeout_s)
