@@ -184,3 +184,15 @@ def test_agent_command_without_nvml_says_so_in_one_line_and_exits_2(tmp_path: Pa
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "NVML is not available" in lines[0]
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_process_utilisation_raising_success_means_no_samples(
+        node: tuple[FakeNvml, NvmlSource], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, src = node
+
+    def no_samples(h: int, ts: int) -> list:
+        raise pynvml.NVMLError(pynvml.NVML_SUCCESS)  # what pynvml does on a count of 0
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetProcessUtilization", no_samples)
+    s = src.sample()
+    assert s.errors == () and {p.util_pct for p in s.pods} == {0.0}

@@ -111,7 +111,10 @@ class NvmlSource:
             if code == pynvml.NVML_ERROR_NOT_SUPPORTED:
                 dev.unsupported.add(what)
                 return None
-            if code == pynvml.NVML_ERROR_NOT_FOUND:
+            # NOT_FOUND: nothing to report (no samples since the last pass). SUCCESS: the
+            # bindings raise it when the driver answers "no samples at all" to the size
+            # query of nvmlDeviceGetProcessUtilization.
+            if code in (pynvml.NVML_ERROR_NOT_FOUND, pynvml.NVML_SUCCESS):
                 return None
             errors.append(f"gpu {dev.index}: {what}: {e}")
             return None
