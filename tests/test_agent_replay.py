@@ -124,3 +124,19 @@ def test_exporter_uses_dcgm_names_labels_and_units(genai: Path) -> None:
     # The replay has no power readings: the series is absent, not a made-up zero.
     assert fams["DCGM_FI_DEV_POWER_USAGE"].samples == []
     assert fams["gsched_agent_last_collection_timestamp_seconds"].samples[0].value == 1234.0
+
+
+def test_a_shared_gpu_is_exported_once_per_pod_like_dcgm_exporter(genai: Path) -> None:
+    src = ReplaySource(genai, "node-a", gpus=1, pods_per_gpu=2, offset=0, clock=Clock())
+    src.open()
+    sample = src.sample()
+    exp = AgentExporter("node-a")
+    exp.observe(sample, 0.001, 1.0)
+    fams = {f.name: f for f in text_string_to_metric_families(
+        generate_latest(exp.registry).decode())}
+    util = fams["DCGM_FI_DEV_GPU_UTIL"].samples
+    assert sorted(s.labels["pod"] for s in util) == sorted(p.pod for p in sample.pods)
+    assert {s.value for s in util} == {sample.gpus[0].util_pct}
+    per_pod = {s.labels["pod"]: s.value for s in
+               fams["gsched_agent_pod_gpu_utilization_ratio"].samples}
+    assert per_pod == {p.pod: pytest.approx(p.util_pct / 100) for p in sample.pods}
