@@ -131,3 +131,23 @@ def test_an_unreachable_api_server_ends_leadership_at_the_renew_deadline(api):
     mono.t += 6
     assert a.try_acquire_or_renew() is False
     assert a.is_leader() is False
+
+
+def test_the_leader_labels_its_own_pod_for_the_service(api):
+    from fake_kube_api import pod
+
+    from gsched.scheduler.kube import LEADER_LABEL, leader_labeller
+
+    api.put_pod(pod("gsched-0", "u0", namespace="gsched-system", phase="Running"))
+    cfg = client.Configuration()
+    cfg.host = api.url
+    label = leader_labeller(client.CoreV1Api(client.ApiClient(cfg)), "gsched-system",
+                            "gsched-0")
+    wall, mono = Clock(), Clock(0.0)
+    a = elector(api, "gsched-0", wall, mono)
+    a.on_change = label
+    assert a.try_acquire_or_renew()
+    meta = api.pods[("gsched-system", "gsched-0")]["metadata"]
+    assert meta["labels"] == {LEADER_LABEL: "true"}
+    a.release()
+    assert LEADER_LABEL not in api.pods[("gsched-system", "gsched-0")]["metadata"]["labels"]

@@ -114,14 +114,21 @@ def serve_cmd(
         from kubernetes import client
 
         from gsched.models import Cluster
-        from gsched.scheduler.kube import KubeBinder, KubeSync, load_kube_config
+        from gsched.scheduler.kube import (
+            KubeBinder,
+            KubeSync,
+            leader_labeller,
+            load_kube_config,
+        )
         from gsched.scheduler.leader import LeaderElector
 
         api = load_kube_config(str(kubeconfig) if kubeconfig else None)
         core = client.CoreV1Api(api)
         name = identity or os.environ.get("POD_NAME") or socket.gethostname()
         elector = LeaderElector(client.CoordinationV1Api(api), lease_namespace, lease_name,
-                                name, metrics=metrics)
+                                name, metrics=metrics,
+                                on_change=leader_labeller(core, os.environ.get("POD_NAMESPACE"),
+                                                          os.environ.get("POD_NAME")))
         ext = Extender(Cluster(nodes=[]), pol, store=store, binder=KubeBinder(core),
                        metrics=metrics, is_leader=elector.is_leader,
                        leader_name=elector.leader_name)

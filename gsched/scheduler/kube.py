@@ -152,6 +152,27 @@ def api_error(e: ApiException) -> str:
     return f"{e.status} {e.reason}" + (f": {message}" if message else "")
 
 
+LEADER_LABEL = "gsched.io/leader"
+
+
+def leader_labeller(core: client.CoreV1Api, namespace: str | None, pod: str | None
+                    ) -> Callable[[bool], None]:
+    """An `on_change` for the elector: label this replica's pod `gsched.io/leader=true`
+    while it leads (the Service selects it), and remove the label when it stops."""
+    def label(leader: bool) -> None:
+        if not namespace or not pod:
+            return
+        patch = {"metadata": {"labels": {LEADER_LABEL: "true" if leader else None}}}
+        try:
+            core.patch_namespaced_pod(pod, namespace, patch, _preload_content=False)
+        except ApiException as e:
+            log.warning("labelling %s/%s as %s: %s", namespace, pod,
+                        "leader" if leader else "follower", api_error(e))
+        except Exception as e:  # API server unreachable: the lease decides anyway
+            log.warning("labelling %s/%s: %s", namespace, pod, e)
+    return label
+
+
 class KubeSync:
     """Keeps `extender` in step with the API server; see the module docstring."""
 
