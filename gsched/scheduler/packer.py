@@ -983,7 +983,7 @@ def _swap_compatibility(prob: PackProblem, pk: _Packing, victims: list[int],
 
 
 def eject(prob: PackProblem, pk: _Packing, budget: _Budget,
-          move_budget: int | None = None) -> int:
+          move_budget: int | None = None, passes: int = 1_000) -> int:
     """Numpy local search before CP-SAT: empty lightly filled GPUs by best-fit
     re-insertion of their workloads into the other used GPUs; undo when one does not fit.
 
@@ -996,8 +996,9 @@ def eject(prob: PackProblem, pk: _Packing, budget: _Budget,
     for gpus in prob.fixed.values():
         pinned[list(gpus)] = True
     emptied, improved = 0, True
-    while improved and not budget.done():
+    while improved and passes > 0 and not budget.done():
         improved = False
+        passes -= 1
         cand = np.flatnonzero(pk.used() & ~pk.excl & ~pinned)
         fill = (prob.cap - pk.resid[cand]).sum(axis=1)
         for v in cand[np.argsort(fill, kind="stable")]:
@@ -1095,12 +1096,22 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
             if not victims or not receivers:
                 break
             before = best.cost(), int(best.used().sum())
-            res = _solve_region(prob, best, receivers, budget, seed + budget.iterations,
-                                workers, sub_limit, move_budget, victims=victims,
-                                objective=False)
+            reshape = budget.iterations % 2 == 1
+            if reshape:
+                # Re-pack victims and receivers together for the lowest summed peak:
+                # flatter GPUs leave room where the next ejection needs it.
+                res = _solve_region(prob, best, sorted(set(receivers) | set(victims)),
+                                    budget, seed + budget.iterations, workers, sub_limit,
+                                    move_budget)
+            else:
+                res = _solve_region(prob, best, receivers, budget, seed + budget.iterations,
+                                    workers, sub_limit, move_budget, victims=victims,
+                                    objective=False)
             if res is None:
                 budget.iterations += 1
                 continue
+            if reshape and res.assignment is not None:
+                eject(prob, best, budget, move_budget, passes=1)
             if (best.cost(), int(best.used().sum())) < before:
                 improvements += 1
     used = best.used()
