@@ -149,3 +149,22 @@ def test_rules_cover_agent_down_headroom_and_stale_profiles() -> None:
     alerts = {r["alert"] for g in spec["spec"]["groups"] for r in g["rules"]}
     assert {"GschedAgentDown", "GschedPredictedPeakOverHeadroom",
             "GschedProfilesStale"} <= alerts
+
+
+def test_agent_daemonset_is_valid_kubernetes() -> None:
+    import kubernetes_validate
+
+    docs = list(yaml.safe_load_all((ROOT / "manifests" / "agent-daemonset.yaml").read_text()))
+    for d in docs:
+        kubernetes_validate.validate(d, "1.29", strict=True)
+    ds = next(d for d in docs if d["kind"] == "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    assert spec["hostPID"] is True and spec["runtimeClassName"] == "nvidia"
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    (c,) = spec["containers"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    # The agent sees every GPU through the runtime but never takes one from workloads.
+    assert all("nvidia.com/gpu" not in c["resources"].get(k, {}) for k in ("requests", "limits"))
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"} in c["env"]
+    args = " ".join(c["args"])
+    assert "--source=nvml" in args and "--token-file=" in args and "--queue-dir=" in args
