@@ -151,3 +151,19 @@ def test_beyond_the_bound_the_oldest_reports_are_dropped_and_counted(
     assert m.samples_dropped.labels("queue_full")._value.get() == 3 * 2 * (2 + 2)
     assert not agent.reporter.flush()
     agent.queue.close()
+
+
+def test_a_broken_queue_costs_reports_not_the_agent(tmp_path: Path, traces_dir: Path) -> None:
+    src = ReplaySource(traces_dir / "alibaba-genai" / "pod_gpu_duty_cycle_anon.tar.gz",
+                       "node-c", gpus=2, speed=60.0)
+    agent = Agent(src, AgentConfig(node="node-c", interval_s=1.0, report_every=2, port=None,
+                                   scheduler=f"http://127.0.0.1:{free_port()}",
+                                   queue_dir=tmp_path / "q"))
+    src.open()
+    agent.queue.close()  # the queue's database is gone (a failed disk)
+    for _ in range(4):
+        assert agent.step() is not None
+    m = agent.exporter.metrics
+    assert m.reports_dropped.labels("queue_error")._value.get() == 2
+    assert m.samples_dropped.labels("queue_error")._value.get() == 2 * 2 * (2 + 2)
+    assert m.collections.labels("ok")._value.get() == 4

@@ -10,6 +10,7 @@ threads, so a slow or absent scheduler never delays sampling.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -109,11 +110,19 @@ class Agent:
             return
         n = self.builder.pending_samples
         report = self.builder.build()
-        if report is not None:
+        if report is None:
+            return
+        try:
             self.queue.put(report)
-            self.samples_reported += n
-            if self.reporter:
-                self.reporter.wake.set()
+        except (sqlite3.Error, OSError) as e:  # a full or broken disk must not stop sampling
+            log.error("cannot queue report %s (%d samples): %s; dropping it",
+                      report.report_id, n, e)
+            self.exporter.metrics.reports_dropped.labels("queue_error").inc()
+            self.exporter.metrics.samples_dropped.labels("queue_error").inc(n)
+            return
+        self.samples_reported += n
+        if self.reporter:
+            self.reporter.wake.set()
 
     def start_http(self) -> int | None:
         """Serve `/metrics`; returns the bound port (useful with port 0)."""
@@ -141,7 +150,10 @@ class Agent:
         start = time.monotonic()
         k = 0
         while not self.stop_event.is_set():
-            self.step()
+            try:
+                self.step()
+            except Exception:  # never let one bad pass end the agent
+                log.exception("agent step failed")
             k += 1
             next_tick = start + k * self.config.interval_s
             delay = next_tick - time.monotonic()

@@ -80,11 +80,13 @@ class AgentMetrics:
             ["reason"], registry=r)
         self.reports_dropped = Counter(
             "gsched_agent_reports_dropped_total",
-            "Reports discarded unsent, by reason (queue_full, rejected).", ["reason"],
+            "Reports discarded unsent, by reason (queue_full, rejected, queue_error).",
+            ["reason"],
             registry=r)
         self.samples_dropped = Counter(
             "gsched_agent_samples_dropped_total",
-            "Samples inside discarded reports, by reason (queue_full, rejected).", ["reason"],
+            "Samples inside discarded reports, by reason (queue_full, rejected, queue_error).",
+            ["reason"],
             registry=r)
         self.last_collection = Gauge(
             "gsched_agent_last_collection_timestamp_seconds",
@@ -94,7 +96,7 @@ class AgentMetrics:
             "Unix time the scheduler last acknowledged a report.", registry=r)
         for outcome in ("ok", "partial", "failed"):
             self.collections.labels(outcome)
-        for reason in ("queue_full", "rejected"):
+        for reason in ("queue_full", "rejected", "queue_error"):
             self.reports_dropped.labels(reason)
             self.samples_dropped.labels(reason)
 

@@ -262,7 +262,11 @@ class Reporter:
     def run(self, stop: threading.Event) -> None:
         """Flush whenever woken or on backoff expiry, until `stop` is set."""
         while not stop.is_set():
-            ok = self.flush()
+            try:
+                ok = self.flush()
+            except Exception:  # e.g. the queue's disk failing: retry later, never die
+                log.exception("sending reports failed")
+                ok = False
             if ok:
                 self._backoff = 0.0
                 self.wake.wait(timeout=1.0)
