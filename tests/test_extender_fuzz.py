@@ -64,7 +64,10 @@ def served():
 
 def check_alive(srv) -> None:
     code, res = post(srv.port, "/filter", extender_args(k8s_pod(gpus=1), ["a100-0"], True))
-    assert (code, res["NodeNames"], res["Error"]) == (200, ["a100-0"], "")
+    assert code == 200, res
+    # fuzzed binds may have filled a100-0 by now: either answer is sane
+    assert res["Error"] == ""
+    assert res["NodeNames"] == ["a100-0"] or list(res["FailedNodes"]) == ["a100-0"], res
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))

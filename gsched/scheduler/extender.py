@@ -40,12 +40,16 @@ import numpy as np
 from gsched.models import Cluster, Job
 from gsched.scheduler import pods as podlib
 from gsched.scheduler.extender_types import (
+    MAX_EXTENDER_PRIORITY,
+    MIN_EXTENDER_PRIORITY,
     ExtenderArgs,
     ExtenderBindingArgs,
     ExtenderPreemptionArgs,
     MetaPod,
     MetaVictims,
+    RawJSON,
     WireError,
+    host_priority_list,
 )
 from gsched.scheduler.metrics import SchedulerMetrics
 from gsched.scheduler.policy import Policy, normalized_scores
@@ -259,7 +263,7 @@ class Extender:
                 (unresolvable if r in UNRESOLVABLE else failed)[names[i]] = r.message
         return _filter_result(cache_mode, names, items, ok, failed, unresolvable)
 
-    def prioritize(self, args: ExtenderArgs) -> list[dict[str, Any]]:
+    def prioritize(self, args: ExtenderArgs) -> list[dict[str, Any]] | RawJSON:
         names = args.candidate_names()
         pj = self._pod(args.pod)
         if pj is None or not names:
@@ -278,7 +282,8 @@ class Extender:
                 ask[idx[known]] = True
                 norm = normalized_scores(raw, feasible & ask)
                 scores[known] = norm[idx[known]]
-        return [{"Host": n, "Score": s} for n, s in zip(names, scores.tolist(), strict=True)]
+        np.clip(scores, MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY, out=scores)
+        return host_priority_list(names, scores.tolist())
 
     def bind(self, args: ExtenderBindingArgs) -> dict[str, Any]:
         m = self.metrics

@@ -19,6 +19,7 @@ answers with 400.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -198,6 +199,29 @@ def parse(model: type[BaseModel], raw: Any) -> Any:
         loc = tuple(x for x in err.get("loc", ()) if x not in ("Victims", "MetaVictims"))
         raise WireError(_go_path(model, loc) or model.__name__,
                         err.get("msg", "invalid")) from None
+
+
+class RawJSON(bytes):
+    """An answer already encoded as JSON (the server sends it as is)."""
+
+
+_HOST_PREFIX: dict[str, bytes] = {}
+_SCORE_SUFFIX = [f"{s}}}".encode() for s in range(MAX_EXTENDER_PRIORITY + 1)]
+
+
+def host_priority_list(names: list[str], scores: list[int]) -> RawJSON:
+    """`HostPriorityList` JSON for scores in 0..10, several times faster than json.dumps
+    of dicts at thousands of nodes (each node's `{"Host":"...","Score":` is cached)."""
+    cache = _HOST_PREFIX
+    parts = []
+    for name, score in zip(names, scores, strict=True):
+        prefix = cache.get(name)
+        if prefix is None:
+            prefix = b'{"Host":' + json.dumps(name).encode() + b',"Score":'
+            if len(cache) < 200_000:
+                cache[name] = prefix
+        parts.append(prefix + _SCORE_SUFFIX[score])
+    return RawJSON(b"[" + b",".join(parts) + b"]")
 
 
 def dump(obj: BaseModel | list[BaseModel]) -> Any:

@@ -86,6 +86,8 @@ class Response:
 
 
 def _json(status: int, obj: Any) -> Response:
+    if isinstance(obj, wire.RawJSON):
+        return Response(status, bytes(obj))
     return Response(status, json.dumps(obj, separators=(",", ":")).encode())
 
 
