@@ -2,10 +2,11 @@
 
 One command starts the whole monitoring pipeline on a laptop: `--nodes` agent processes
 (`gsched agent --source replay:...`) each replaying the Alibaba GenAI duty-cycle trace on
-a virtual 8-GPU node, the scheduler (the extender's HTTP server over those nodes, with
-report ingestion mounted: SQLite history, profile learning, `/metrics`) in this process, and a real Prometheus server (if installed) scraping all of
-them with a generated config in a temporary directory. It prints where to look and a few
-live numbers; Ctrl-C (or `--duration`) stops everything.
+a virtual 8-GPU node; the scheduler in this process (the extender's HTTP server over
+those nodes, with report ingestion mounted: SQLite history, profile learning,
+`/metrics`); and a real Prometheus server, if installed, scraping all of them with a
+generated config in a temporary directory. It prints where to look and a few live
+numbers; Ctrl-C (or `--duration`) stops everything.
 """
 
 from __future__ import annotations
