@@ -42,6 +42,7 @@ memory on the node they run on).
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections import OrderedDict
@@ -340,21 +341,35 @@ def pod_to_job(pod: Mapping[str, Any], profiles: ProfileLookup | None = None,
     return PodJob(uid, namespace, name, str(node), phase, True, job, workload, gpus, deleting)
 
 
+def _fingerprint(pod: Mapping[str, Any]) -> str:
+    """What `pod_to_job` reads, as one string: a cache hit must mean the same answer even
+    if a caller reuses a uid and resourceVersion with different content."""
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    if not isinstance(meta, dict) or not isinstance(spec, dict):
+        return ""
+    parts = [meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion",
+                                   "annotations", "labels", "ownerReferences")]
+    parts += [spec.get(k) for k in ("containers", "initContainers", "priority",
+                                    "priorityClassName", "nodeName")]
+    try:
+        return json.dumps(parts, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return ""
+
+
 class PodCache:
-    """Memoises `pod_to_job` by (uid, resourceVersion): kube-scheduler sends the same pod
-    to filter and then prioritize, and parsing it twice is wasted work."""
+    """Memoises `pod_to_job` by the pod's content (`_fingerprint`): kube-scheduler sends
+    the same pod to filter and then prioritize, and parsing it twice is wasted work."""
 
     def __init__(self, size: int = 1024) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, str], PodJob | WireError] = OrderedDict()
+        self._items: OrderedDict[str, PodJob | WireError] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, pod: Mapping[str, Any], profiles: ProfileLookup | None = None,
             priority_classes: Mapping[str, int] | None = None) -> PodJob:
-        meta = pod.get("metadata") if isinstance(pod, Mapping) else None
-        key = None
-        if isinstance(meta, dict) and meta.get("uid") and meta.get("resourceVersion"):
-            key = (str(meta["uid"]), str(meta["resourceVersion"]))
+        key = _fingerprint(pod) if isinstance(pod, Mapping) else ""
+        if key:
             with self._lock:
                 hit = self._items.get(key)
                 if hit is not None:
@@ -367,7 +382,7 @@ class PodCache:
             out: PodJob | WireError = pod_to_job(pod, profiles, priority_classes)
         except WireError as e:
             out = e
-        if key is not None:
+        if key:
             with self._lock:
                 self._items[key] = out
                 while len(self._items) > self.size:
