@@ -118,15 +118,19 @@ def main() -> None:
     for name, dev in cases.items():
         compare(ex, ex_cl, f"robustness, example trace: {name}", dev,
                 policies=["peak", "binpack", "tidal"])
-    wrong = LoadDeviation(noise=0.2, shift_slots=4)
-    rows = {}
-    for h in (0.0, 0.05, 0.1, 0.2, 0.3):
-        f = run_comparison(ex, ex_cl, ["tidal"], "replay", SimConfig(deviation=wrong),
-                           PolicyConfig(headroom=h)).figures()["tidal"]
-        rows[f"tidal h={h:.2f}"] = f
-    rows["peak"] = run_comparison(ex, ex_cl, ["peak"], "replay", SimConfig(deviation=wrong),
-                                  PolicyConfig()).figures()["peak"]
-    table("headroom sweep, example trace, forecast wrong (noise 0.2, peak 1 h late)", rows)
+    sweeps = {"noise 0.2, peak 1 h late": LoadDeviation(noise=0.2, shift_slots=4),
+              "surge +50% for 2 h at 14:00": LoadDeviation(surge=0.5, surge_start_slot=56,
+                                                           surge_slots=8)}
+    for title, wrong in sweeps.items():
+        rows = {}
+        for h in (0.0, 0.05, 0.1, 0.2, 0.3):
+            f = run_comparison(ex, ex_cl, ["tidal"], "replay", SimConfig(deviation=wrong),
+                               PolicyConfig(headroom=h)).figures()["tidal"]
+            rows[f"tidal h={h:.2f}"] = f
+        rows["peak"] = run_comparison(ex, ex_cl, ["peak"], "replay",
+                                      SimConfig(deviation=wrong),
+                                      PolicyConfig()).figures()["peak"]
+        table(f"headroom sweep, example trace, forecast wrong ({title})", rows)
 
 
 if __name__ == "__main__":
