@@ -88,17 +88,28 @@ class Store:
         return {w: p.array() for w, p in self.profiles().items() if p.source == "learned"}
 
     # -- assignments -----------------------------------------------------------
+    _UPSERT = ("INSERT INTO assignments (uid, namespace, name, node, gpus, share, job,"
+               " bound_at, released_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+               " ON CONFLICT(uid) DO UPDATE SET namespace=excluded.namespace,"
+               " name=excluded.name, node=excluded.node, gpus=excluded.gpus,"
+               " share=excluded.share, job=excluded.job, bound_at=excluded.bound_at,"
+               " released_at=NULL")
+
+    @staticmethod
+    def _params(a: Assignment) -> tuple:
+        return (a.uid, a.namespace, a.name, a.node, ",".join(map(str, a.gpus)), a.share,
+                json.dumps(a.job) if a.job is not None else None, a.bound_at)
+
     def record(self, a: Assignment) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT INTO assignments (uid, namespace, name, node, gpus, share, job,"
-                " bound_at, released_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
-                " ON CONFLICT(uid) DO UPDATE SET namespace=excluded.namespace,"
-                " name=excluded.name, node=excluded.node, gpus=excluded.gpus,"
-                " share=excluded.share, job=excluded.job, bound_at=excluded.bound_at,"
-                " released_at=NULL",
-                (a.uid, a.namespace, a.name, a.node, ",".join(map(str, a.gpus)), a.share,
-                 json.dumps(a.job) if a.job is not None else None, a.bound_at))
+            self._db.execute(self._UPSERT, self._params(a))
+
+    def record_many(self, items: list[Assignment]) -> None:
+        """Several assignments in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(self._UPSERT, [self._params(a) for a in items])
+            self._db.execute("COMMIT")
 
     def release(self, uid: str, now: float | None = None) -> bool:
         now = time.time() if now is None else now
