@@ -983,13 +983,15 @@ def _swap_compatibility(prob: PackProblem, pk: _Packing, victims: list[int],
 
 
 def eject(prob: PackProblem, pk: _Packing, budget: _Budget,
-          move_budget: int | None = None, passes: int = 1_000) -> int:
+          move_budget: int | None = None, passes: int = 1_000,
+          only: Sequence[int] | None = None, share: float = 1.0) -> int:
     """Numpy local search before CP-SAT: empty lightly filled GPUs by best-fit
     re-insertion of their workloads into the other used GPUs; undo when one does not fit.
 
     Deterministic and cheap (a vector test per workload), it harvests the easy gains
     greedy leaves behind: GPUs opened early whose work now fits in later GPUs' valleys.
-    Returns the number of GPUs emptied.
+    `only` limits the victims to those GPUs (after an LNS re-pack), `share` to the least
+    filled fraction of them. Returns the number of GPUs emptied.
     """
     rank = _gpu_order(prob)
     pinned = np.zeros(prob.n_gpus, dtype=bool)
@@ -999,9 +1001,15 @@ def eject(prob: PackProblem, pk: _Packing, budget: _Budget,
     while improved and passes > 0 and not budget.done():
         improved = False
         passes -= 1
-        cand = np.flatnonzero(pk.used() & ~pk.excl & ~pinned)
+        mask = pk.used() & ~pk.excl & ~pinned
+        if only is not None:
+            keep = np.zeros(prob.n_gpus, dtype=bool)
+            keep[list(only)] = True
+            mask &= keep
+        cand = np.flatnonzero(mask)
         fill = (prob.cap - pk.resid[cand]).sum(axis=1)
-        for v in cand[np.argsort(fill, kind="stable")]:
+        order = cand[np.argsort(fill, kind="stable")]
+        for v in order[: max(1, int(math.ceil(len(order) * share)))]:
             if budget.done():
                 break
             v = int(v)
@@ -1089,7 +1097,7 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
             run_lns = not optimal
     if run_lns:
         status = "lns" if status == "greedy" else status + "+lns"
-        if eject(prob, best, budget, move_budget):
+        if eject(prob, best, budget, move_budget, share=0.25 if prob.n_items > 2_000 else 1.0):
             improvements += 1
         while not budget.done() and int(best.used().sum()) > lb:
             victims, receivers = _neighbourhood(prob, best, rng, neighbourhood)
@@ -1111,7 +1119,10 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
                 budget.iterations += 1
                 continue
             if reshape and res.assignment is not None:
-                eject(prob, best, budget, move_budget, passes=1)
+                # a full pass is affordable on small instances; large ones stay local
+                region = sorted(set(receivers) | set(victims))
+                eject(prob, best, budget, move_budget, passes=1,
+                      only=region if prob.n_items > 2_000 else None)
             if (best.cost(), int(best.used().sum())) < before:
                 improvements += 1
     used = best.used()
