@@ -45,11 +45,11 @@ from gsched.scheduler.extender_types import (
     ExtenderArgs,
     ExtenderBindingArgs,
     ExtenderPreemptionArgs,
+    HostPriorityEncoder,
     MetaPod,
     MetaVictims,
     RawJSON,
     WireError,
-    host_priority_list,
 )
 from gsched.scheduler.metrics import SchedulerMetrics
 from gsched.scheduler.policy import Policy, normalized_scores
@@ -106,6 +106,7 @@ class Extender:
         self.placed: dict[str, podlib.PodJob] = {}
         self._profiles: dict[str, np.ndarray] = store.profile_arrays() if store else {}
         self._names_memo: tuple[list[str], np.ndarray] | None = None
+        self._priorities = HostPriorityEncoder()
         self.state = ClusterState(cluster)
         self.ready = threading.Event()
 
@@ -283,7 +284,7 @@ class Extender:
                 norm = normalized_scores(raw, feasible & ask)
                 scores[known] = norm[idx[known]]
         np.clip(scores, MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY, out=scores)
-        return host_priority_list(names, scores.tolist())
+        return self._priorities.encode(names, scores.tolist())
 
     def bind(self, args: ExtenderBindingArgs) -> dict[str, Any]:
         m = self.metrics
@@ -327,11 +328,11 @@ class Extender:
                     m.binds.labels(outcome="rejected").inc()
                     return {"Error": f"pod is already bound to {prev.node}"}
                 self.state.now = self.clock()
-                reasons = self.policy.filter(self.state, job)
-                if reasons[idx] != 0:
+                if not self.policy.feasible(self.state, job)[idx]:
+                    reason = Reason(int(self.policy.filter(self.state, job)[idx]) or
+                                    Reason.GPU_FREE)
                     m.binds.labels(outcome="rejected").inc()
-                    return {"Error": f"pod no longer fits node {args.node}: "
-                                     f"{Reason(int(reasons[idx])).message}"}
+                    return {"Error": f"pod no longer fits node {args.node}: {reason.message}"}
                 gpus = self.policy.choose_gpus(self.state, job, idx)
                 self.state.allocate(job, Placement(idx, gpus, self.policy.reservation(job)))
                 booked = True
