@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import ssl
 import subprocess
 import urllib.request
@@ -22,6 +23,8 @@ from gsched.scheduler.server import ExtenderServer, ServerConfig
 from gsched.scheduler.state import Placement
 
 ALL = ["a100-0", "a100-1", "t4", "small", "cpu-only"]
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
+                                   reason="the openssl command makes the test certificates")
 
 
 @pytest.fixture
@@ -271,6 +274,7 @@ def test_extra_routes_are_mounted_beside_the_verbs():
         srv.stop()
 
 
+@needs_openssl
 def test_tls_serves_the_verbs(tmp_path: Path):
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -294,6 +298,7 @@ def test_tls_serves_the_verbs(tmp_path: Path):
         srv.stop()
 
 
+@needs_openssl
 def test_tls_client_certificates_guard_the_verbs_when_the_token_cannot(tmp_path: Path):
     def openssl(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True)
