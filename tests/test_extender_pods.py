@@ -131,3 +131,18 @@ def test_a_served_pod_bound_twice_through_http_is_idempotent():
         assert ser(p)["metadata"]["uid"] in ext.state.running
     finally:
         srv.stop()
+
+
+def test_slo_risk_gauge_counts_inference_gpus_over_capacity_minus_headroom():
+    from gsched.models import Job
+    from gsched.scheduler.state import Placement
+
+    ext = Extender(small_cluster(), make_policy("tidal"))
+    peak = np.array([0.5] * 48 + [0.95] * 48)
+    ext.state.allocate(Job(id="a", kind="inference", submit_time=0, gpu_share=1.0,
+                           profile=peak), Placement(0, (0,), 1.0))
+    ext.state.allocate(Job(id="b", kind="training", submit_time=0, gpu_share=1.0),
+                       Placement(0, (1,), 1.0))
+    ext.refresh_gauges()
+    assert ext.metrics.gpus_at_slo_risk._value.get() == 1  # training may fill its GPU
+    assert ext.metrics.cluster_allocation._value.get() == 2 / 22

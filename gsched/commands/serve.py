@@ -149,6 +149,16 @@ def serve_cmd(
                             ready=ext.ready.is_set)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def gauges() -> None:
+        while not stop.wait(15.0):
+            try:
+                ext.refresh_gauges()
+            except Exception:  # a gauge must never take the server down
+                logging.getLogger(__name__).exception("refreshing gauges")
+
+    ext.refresh_gauges()
+    threading.Thread(target=gauges, name="gsched-gauges", daemon=True).start()
     server.start()
     auth = ("token on reports only" if open_verbs else "bearer token") if token else "no token"
     tls = (", TLS with client certificates" if tls_client_ca else ", TLS") if tls_cert else ""

@@ -132,6 +132,7 @@ class Extender:
             self.placed.clear()
             for pj in pods:
                 self._place_observed(pj)
+            self._update_gauges()
 
     def observe(self, pj: podlib.PodJob) -> None:
         """A pod changed (watch event): book it, move it, or release it."""
@@ -447,6 +448,18 @@ class Extender:
         total = self.state.total_gpus
         if total:
             self.metrics.cluster_allocation.set(self.state.allocated_gpus() / total)
+
+    def refresh_gauges(self) -> None:
+        """Cluster-wide gauges that cost a pass over every GPU's day (run periodically):
+        allocation, and GPUs whose predicted load exceeds capacity minus headroom in
+        some slot."""
+        with self.lock:
+            st = self.state
+            self._update_gauges()
+            cap = 1.0 - self.policy.config.headroom
+            risky = (st.load.max(axis=2) > cap + 1e-9) & st.gpu_valid & \
+                (st.inference_on_gpu > 0)
+            self.metrics.gpus_at_slo_risk.set(int(risky.sum()))
 
 
 def _with_gpus(pj: podlib.PodJob, gpus: tuple[int, ...]) -> podlib.PodJob:
