@@ -5,7 +5,8 @@ daily load profile (T slots), a GPU count (all on one node), GPU memory and opti
 allowed GPU models. A plan is feasible when on every GPU and in every slot the summed
 load stays under `1 - headroom`, memory fits, multi-GPU workloads share one node and
 model constraints hold. The objective is lexicographic: the cheapest set of GPUs (GPU
-count when prices are equal), then the lowest summed per-GPU peak (spare headroom).
+count when prices are equal), then the fewest moves (when a current placement is
+given), then the lowest summed per-GPU peak (spare headroom).
 
 How it scales (see docs/packer.md):
 1. `greedy`: profile-aware first-fit / best-fit decreasing, vectorised over GPUs. Its
@@ -49,6 +50,8 @@ SCALE = 1000  # load units per GPU
 #: CP-SAT deterministic time per wall second on packing models (measured: ~0.64 on the
 #: 2-core development machine); converts a wall budget into a deterministic one.
 DTIME_PER_SECOND = 0.6
+#: deterministic time charged per CP-SAT call at least, for the Python work around it
+MIN_STEP_DTIME = 0.02
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -536,7 +539,7 @@ def build_model(prob: PackProblem, items: Sequence[int], gpus: Sequence[int],
     GPU g; multi-GPU items choose one node z[i, n] and exactly `num_gpu` GPUs on it.
     Constraints per GPU: per (dominant) slot, load <= peak[g] <= cap * used[g];
     memory; exclusive items alone. Objective: price * used (weighted to dominate), then
-    summed peak, then moves. With `objective=False` it is a pure feasibility model
+    moves, then summed peak. With `objective=False` it is a pure feasibility model
     (capacity rows only), which CP-SAT answers much faster: LNS uses it to ask "can
     these GPUs absorb the victims' work?". With `secondary=False` only the GPU cost
     is minimised (fast to prove); `cost_cap` bounds it, for a second, peak-only phase.
@@ -585,7 +588,8 @@ def build_model(prob: PackProblem, items: Sequence[int], gpus: Sequence[int],
     rows = np.vstack([prob.units[items]] + [background]) if items else background
     keep = _dominant_slots(rows) if len(rows) else np.arange(prob.slots)
     price = _price_units(prob)
-    weight = prob.cap * len(gpus) + len(items) + 1 if secondary else 1  # > peaks + moves
+    move_weight = prob.cap * len(gpus) + 1  # one move outweighs any summed peak
+    weight = move_weight * (len(items) + 1) if secondary else 1  # outweighs moves + peaks
     cost_terms = []
     used: dict[int, cp_model.IntVar | int] = {}
     peak: dict[int, cp_model.IntVar] = {}
@@ -661,7 +665,7 @@ def build_model(prob: PackProblem, items: Sequence[int], gpus: Sequence[int],
     if move_budget is not None and moved:
         m.add(sum(moved.values()) <= move_budget)
     if moved and secondary:
-        obj.append(sum(moved.values()))
+        obj.append(move_weight * sum(moved.values()))
     if cost_cap is not None and cost_terms:
         m.add(sum(cost_terms) <= cost_cap)
     if objective:
@@ -679,8 +683,8 @@ def _break_symmetry(m: cp_model.CpModel, prob: PackProblem, items: list[int], gp
     open them in order, and let the j-th workload use only the first j+1 of them (the
     classic bin-packing symmetry break; without it CP-SAT wanders among relabellings).
     Returns the groups of interchangeable GPUs, in their imposed order."""
-    if any(prob.num_gpu[i] > 1 for i in items):
-        return []
+    if any(prob.num_gpu[i] > 1 or i in prob.current for i in items):
+        return []  # node locality or move counting make GPU identity matter
     groups: dict[tuple, list[int]] = {}
     for k, g in enumerate(gpus):
         if not bg_used[k] and bg_mem[k] == 0 and not isinstance(used[g], int):
@@ -848,13 +852,13 @@ class _Budget:
 
 def _region_key(prob: PackProblem, pk: _Packing, gpus: Sequence[int],
                 items: Iterable[int]) -> tuple[float, int, int]:
-    """Lexicographic quality of a region: (GPU cost, summed peak units, moves)."""
+    """Lexicographic quality of a region: (GPU cost, moves, summed peak units)."""
     g = np.asarray(list(gpus), dtype=np.int64)
     used = pk.count[g] > 0
     cost = float(prob.gpu_price[g][used].sum())
     peak = int((prob.cap - pk.resid[g][used].min(axis=1)).sum()) if used.any() else 0
     moves = sum(1 for i in items if i in prob.current and pk.where[i] != prob.current[i])
-    return round(cost, 6), peak, moves
+    return round(cost, 6), moves, peak
 
 
 def _solve_region(prob: PackProblem, pk: _Packing, gpus: list[int], budget: _Budget,
@@ -896,7 +900,7 @@ def _solve_region(prob: PackProblem, pk: _Packing, gpus: list[int], budget: _Bud
         r = solve_model(model, prob, limit, seed, workers,
                         deterministic_time=limit * DTIME_PER_SECOND if budget.deterministic
                         else None)
-        budget.dtime += r.dtime
+        budget.dtime += max(r.dtime, MIN_STEP_DTIME)
         return r
 
     res = run(sub, 0.7 if phases else 1.0)
@@ -1149,7 +1153,7 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
 def _interchangeable(prob: PackProblem) -> bool:
     """All GPUs alike and every workload single-GPU: any plan can be relabelled onto the
     GPUs greedy used, so a model over just those loses nothing."""
-    return (prob.n_gpus > 0 and bool((prob.num_gpu == 1).all())
+    return (prob.n_gpus > 0 and bool((prob.num_gpu == 1).all()) and not prob.current
             and len(set(prob.gpu_model)) == 1 and bool((prob.gpu_mem == prob.gpu_mem[0]).all())
             and bool(np.allclose(prob.gpu_price, prob.gpu_price[0])))
 
