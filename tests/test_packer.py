@@ -221,3 +221,18 @@ def test_every_small_assignment_enumerated_agrees_with_the_checker():
         assignment = {w.id: ("n0", [g]) for w, g in zip(wl, combo, strict=True)}
         same = combo[0] == combo[1]  # a and b peak an hour apart: together they overload
         assert (check_plan(prob, assignment) == []) == (not same)
+
+
+def test_cheaper_gpus_are_preferred_when_prices_differ():
+    cl = Cluster(nodes=[Node(name="dear", gpu_count=2, gpu_model="H100"),
+                        Node(name="cheap", gpu_count=2, gpu_model="T4")])
+    wl = [Workload(id="a", load=tidal(0.5, 3)), Workload(id="b", load=tidal(0.5, 15)),
+          Workload(id="c", load=tidal(0.6, 9)),
+          Workload(id="big", load=tidal(0.3, 21), gpu_mem_mib=40_000)]  # needs the H100
+    prob = build_problem(wl, cl, headroom=0.1)
+    plan, assignment = pack_problem(prob, time_limit=5)
+    assert check_plan(prob, assignment) == []
+    assert assignment["big"][0] == "dear"
+    assert {assignment[w][0] for w in ("a", "b", "c")} <= {"cheap", "dear"}
+    # the cheapest plan: one H100 (forced) plus T4s, never a second H100
+    assert plan.optimal and plan.cost_per_hour == pytest.approx(4.0 + 0.5 * (plan.gpus_used - 1))
