@@ -8,7 +8,10 @@
 2. Robustness: actual inference load departs from the learned profile (per-slot noise, a
    peak that comes later, a sudden surge); SLO risk and cost of `tidal` and `peak`.
 3. Headroom sweep: how `tidal`'s headroom trades SLO risk against cost when the forecast
-   is wrong (noise 0.2 and a 1 h shift).
+   is wrong (noise 0.2 and a 1 h shift; a surge).
+4. Learned forecast against the real next day: the example trace's ServeGen services get
+   the profile `learn_profiles` learns from the days before day d (p95, 3-day half-life)
+   and actually carry day d's real ServeGen curve, for d = 11, 12, 13.
 
     .venv/bin/python benchmarks/bench_tidal_sim.py [--quick]
 """
@@ -19,8 +22,11 @@ import argparse
 import time
 from pathlib import Path
 
-from gsched.models import Cluster, Node, Trace
+import numpy as np
+
+from gsched.models import DAY_SECONDS, Cluster, Job, Node, Trace
 from gsched.scheduler.policy import PolicyConfig
+from gsched.scheduler.profiles import learn_profiles
 from gsched.scheduler.registry import POLICIES
 from gsched.simulator.engine import SimConfig
 from gsched.simulator.load import LoadDeviation
@@ -29,6 +35,7 @@ from gsched.traces.build import BuildSpec, build
 from gsched.traces.cluster import load_cluster
 from gsched.traces.load import load_trace
 from gsched.traces.paths import shared_traces_dir
+from gsched.traces.servegen import read_servegen
 
 ROOT = Path(__file__).resolve().parents[1]
 COLS = [("cost_per_experiment", "cost/exp $", "{:.2f}"), ("cost", "cost $", "{:,.0f}"),
@@ -82,6 +89,52 @@ def with_lucid_utilisation(trace: Trace, seed: int = 0) -> Trace:
     return Trace(jobs=jobs, slots=trace.slots, source=trace.source + " (Lucid utilisation)")
 
 
+class ForecastVsActual(LoadDeviation):
+    """Actual load is a real recorded day (per profile name), not a perturbation."""
+
+    actual_by_profile: dict[str, list[float]] = {}
+
+    @property
+    def active(self) -> bool:
+        return True
+
+    def actual_load(self, job: Job, predicted: np.ndarray) -> np.ndarray:
+        actual = self.actual_by_profile.get(job.profile_name or "")
+        if actual is None or job.kind != "inference":
+            return predicted
+        return np.clip(job.gpu_share * np.asarray(actual), 0.0, 2.0 * job.gpu_share)
+
+
+def learned_vs_day(trace: Trace, day: int, peak: float = 0.9) -> tuple[Trace, ForecastVsActual]:
+    """ServeGen services: forecast learned from days < `day`, actual = day `day`."""
+    slots = trace.slots
+    forecast: dict[str, np.ndarray] = {}
+    actual: dict[str, list[float]] = {}
+    for k in range(8):
+        t, r = read_servegen(shared_traces_dir() / "servegen" /
+                             f"language-m-large-chunk-{k}-trace.csv")
+        past = t < day * DAY_SECONDS
+        p = learn_profiles({"c": (t[past], r[past])}, now=day * DAY_SECONDS, slots=slots,
+                           capacity=1.0, min_samples=1)["c"].array()
+        scale = peak / max(p.max(), 1e-9)
+        today = (t >= day * DAY_SECONDS) & (t < (day + 1) * DAY_SECONDS)
+        slot = ((t[today] % DAY_SECONDS) // (DAY_SECONDS / slots)).astype(int)
+        real = (np.bincount(slot, weights=r[today], minlength=slots)
+                / np.maximum(np.bincount(slot, minlength=slots), 1))  # slot mean
+        name = f"learned-m-large-c{k}"
+        forecast[f"servegen-m-large-c{k}"] = np.clip(p * scale, 0.0, 1.0)
+        actual[name] = [float(x) for x in real * scale]
+    jobs = []
+    for j in trace.jobs:
+        if j.profile_name in forecast:
+            k = j.profile_name.rsplit("c", 1)[1]
+            j = j.model_copy(update={"profile": forecast[j.profile_name],
+                                     "profile_name": f"learned-m-large-c{k}"})
+        jobs.append(j)
+    return (Trace(jobs=jobs, slots=slots, source=f"{trace.source} (learned, day {day})"),
+            ForecastVsActual(actual_by_profile=actual))
+
+
 def compare(trace: Trace, cluster: Cluster, title: str, deviation: LoadDeviation | None = None,
             headroom: float = 0.1, policies: list[str] | None = None) -> dict[str, dict]:
     t0 = time.perf_counter()
@@ -118,6 +171,22 @@ def main() -> None:
     for name, dev in cases.items():
         compare(ex, ex_cl, f"robustness, example trace: {name}", dev,
                 policies=["peak", "binpack", "tidal"])
+    rows = {}
+    for name, h in (("k8s-spread", 0.1), ("peak", 0.1), ("binpack", 0.1), ("fgd", 0.1),
+                    ("tidal", 0.1), ("tidal", 0.2), ("tidal", 0.3)):
+        total: dict[str, float] = {}
+        for day in (11, 12, 13):
+            tr_d, dev = learned_vs_day(ex, day)
+            f = run_comparison(tr_d, ex_cl, [name], "replay", SimConfig(deviation=dev),
+                               PolicyConfig(headroom=h)).figures()[name]
+            for key in ("cost_per_experiment", "cost", "slo_risk_slot_minutes",
+                        "mean_gpu_utilization", "queue_delay_p95_s"):
+                total[key] = total.get(key, 0.0) + (f[key] or 0.0) / 3
+            for key in ("peak_occupied_gpus", "completed_training_jobs", "preemptions",
+                        "planned_preemptions"):
+                total[key] = f[key]
+        rows[f"{name} h={h:.1f}"] = total
+    table("learned ServeGen forecast vs the real next day (mean over days 11-13)", rows)
     sweeps = {"noise 0.2, peak 1 h late": LoadDeviation(noise=0.2, shift_slots=4),
               "surge +50% for 2 h at 14:00": LoadDeviation(surge=0.5, surge_start_slot=56,
                                                            surge_slots=8)}
