@@ -295,14 +295,13 @@ class Extender:
             return {"Error": "this gsched replica is not the leader"
                              + (f" (the leader is {leader})" if leader else "")
                              + "; kube-scheduler will retry the pod"}
-        pj = (self._pending.get(args.pod_uid) or self.placed.get(args.pod_uid)) \
-            if args.pod_uid else None
-        if pj is None:
-            for cand in list(self._pending.values()):
-                if cand.name == args.pod_name and cand.namespace == (args.pod_namespace
-                                                                     or "default"):
-                    pj = cand
-                    break
+        with self.lock:
+            pj = (self._pending.get(args.pod_uid) or self.placed.get(args.pod_uid)) \
+                if args.pod_uid else None
+            if pj is None:
+                ns = args.pod_namespace or "default"
+                pj = next((c for c in self._pending.values()
+                           if c.name == args.pod_name and c.namespace == ns), None)
         if pj is None and self.pod_lookup is not None:
             raw = self.pod_lookup(args.pod_namespace or "default", args.pod_name)
             if raw is not None:

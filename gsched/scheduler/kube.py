@@ -278,11 +278,12 @@ class KubeSync:
         self._event(kind, "list")
 
     def _rebuild(self) -> None:
+        # Under the lock: a pod event can never slip between this snapshot and the
+        # state built from it (lock order: this lock, then the extender's).
         with self._lock:
             cluster = Cluster(nodes=sorted(self.nodes.values(), key=lambda n: n.name),
                               source="kubernetes")
-            pods = list(self.pods.values())
-        self.extender.rebuild(cluster, pods)
+            self.extender.rebuild(cluster, list(self.pods.values()))
 
     # --------------------------------------------------------------- watching
     def _run(self, kind: str) -> None:
@@ -359,12 +360,12 @@ class KubeSync:
             return
         with self._lock:
             pj = self._apply_pod(typ, obj)
-        if pj is None:
-            uid = (obj.get("metadata") or {}).get("uid")
-            if uid:
-                self.extender.forget(uid)
-        else:
-            self.extender.observe(pj)
+            if pj is None:
+                uid = (obj.get("metadata") or {}).get("uid")
+                if uid:
+                    self.extender.forget(uid)
+            else:
+                self.extender.observe(pj)
         self._event("pods", typ)
 
     def _apply_pod(self, typ: str, obj: dict) -> podlib.PodJob | None:
