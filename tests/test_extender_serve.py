@@ -56,6 +56,10 @@ def test_static_serve_binds_with_a_token_and_restores_after_restart(tmp_path: Pa
         code, res = post(s.port, "/bind", {"PodName": "big", "PodNamespace": "default",
                                            "PodUID": "u-big", "Node": "a100-1"}, auth)
         assert (code, res) == (200, {"Error": ""})
+        # agent-report ingestion is mounted beside the verbs, behind the same token
+        assert post(s.port, "/v1/reports", b"{}")[0] == 401
+        code, res = post(s.port, "/v1/reports", b"{}", auth)
+        assert code == 400 and "field" in res
         with urllib.request.urlopen(f"http://127.0.0.1:{s.port}/metrics") as r:
             text = r.read().decode()
         assert 'gsched_binds_total{outcome="bound"} 1.0' in text
