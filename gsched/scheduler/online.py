@@ -107,42 +107,64 @@ class LoadIndex:
         return mask
 
     def fit(self, job: Job, nodes: np.ndarray | None = None) -> GpuFit:
-        """Which GPUs of every node can take the job now, and their scores."""
+        """Which GPUs of every node can take the job now, and their scores.
+
+        Only the rows of `nodes` (default: those passing `node_mask`) are evaluated;
+        the rest come back as not fitting.
+        """
         self.refresh()
         st = self.state
         mask = self.node_mask(job) if nodes is None else nodes
-        base = st.gpu_valid & mask[:, None]
+        idx = np.flatnonzero(mask)
+        ok_full = np.zeros(st.gpu_valid.shape, dtype=bool)
+        score_full = np.full(st.gpu_valid.shape, -np.inf)
+        if not len(idx):
+            return GpuFit(ok_full, score_full)
+        # A slice keeps every row a view (no copy of the load cube) in the common case.
+        rows = slice(None) if len(idx) == st.n_nodes else idx
+        base = st.gpu_valid[rows]
         if job.gpu_mem_mib:
-            base &= st.gpu_mem_free >= job.gpu_mem_mib
+            base = base & (st.gpu_mem_free[rows] >= job.gpu_mem_mib)
+        jobs_on = st.jobs_on_gpu[rows]
         load, lb, tp, lpeak, lmean = self._job_view(job)
         infer = job.kind == "inference"
         if infer:
-            cap = np.full(st.gpu_valid.shape, self.cap + EPS)
+            cap = np.full(base.shape, self.cap + EPS)
         else:
-            cap = np.where(st.inference_on_gpu > 0, self.cap, 1.0) + EPS
+            cap = np.where(st.inference_on_gpu[rows] > 0, self.cap, 1.0) + EPS
         if lpeak > (self.cap if infer else 1.0) + EPS:  # exclusive: whole empty GPUs only
-            ok = base & (st.jobs_on_gpu == 0)
-            score = np.where(ok, W_FILL * min(lmean, 1.0), -np.inf)
-            return GpuFit(ok, score)
-        win = self.window_slots()
+            ok = base & (jobs_on == 0)
+            ok_full[rows] = ok
+            score_full[rows] = np.where(ok, W_FILL * min(lmean, 1.0), -np.inf)
+            return GpuFit(ok_full, score_full)
         # window: everything placed (preemptible too) plus the job, next `window` slots
-        ok = base.copy()
-        for s in win:
-            ok &= st.load[:, :, s] + load[s] <= cap
-        if not job.preemptible:
-            sure = np.logical_and.reduce(self.firm_block + lb[:, None, None] <= cap, axis=0)
-            firm_tp = st.load[:, :, tp] - st.preemptible_load[:, :, tp]
-            amb = ok & ~sure & (firm_tp + load[tp] <= cap)
-            ok &= sure | amb
-            if amb.any():
-                ni, gi = np.nonzero(amb)
-                firm = st.load[ni, gi] - st.preemptible_load[ni, gi]
-                ok[ni, gi] = ((firm + load) <= cap[ni, gi, None]).all(axis=1)
-        new_peak = np.maximum.reduce(self.firm_block + lb[:, None, None], axis=0)
-        inter = 1.0 - (new_peak - self.firm_peak) / max(lpeak, EPS)
-        score = (W_OCCUPIED * (st.jobs_on_gpu > 0) + W_INTERLEAVE * np.clip(inter, 0.0, 1.0)
-                 + W_FILL * np.minimum(self.firm_mean + lmean, 1.0))
-        return GpuFit(ok, np.where(ok, score, -np.inf))
+        win = self.window_slots()
+        ok = base & (st.load[:, :, win][rows] + load[win] <= cap[:, :, None]).all(axis=2)
+        firm_peak = self.firm_peak[rows]
+        if job.profile is None:
+            # A flat load: the day's new peak is the firm peak plus the load, exactly.
+            new_peak = firm_peak + lpeak
+            if not job.preemptible:
+                ok &= new_peak <= cap
+        else:
+            with_job = self.firm_block[:, rows] + lb[:, None, None]  # (blocks, rows, gpus)
+            if not job.preemptible:
+                sure = np.logical_and.reduce(with_job <= cap, axis=0)
+                firm_tp = st.load[rows, :, tp] - st.preemptible_load[rows, :, tp]
+                amb = ok & ~sure & (firm_tp + load[tp] <= cap)
+                ok &= sure | amb
+                if amb.any():
+                    ri, gi = np.nonzero(amb)
+                    ni = idx[ri]
+                    firm = st.load[ni, gi] - st.preemptible_load[ni, gi]
+                    ok[ri, gi] = ((firm + load) <= cap[ri, gi, None]).all(axis=1)
+            new_peak = np.maximum.reduce(with_job, axis=0)
+        inter = 1.0 - (new_peak - firm_peak) / max(lpeak, EPS)
+        score = (W_OCCUPIED * (jobs_on > 0) + W_INTERLEAVE * np.clip(inter, 0.0, 1.0)
+                 + W_FILL * np.minimum(self.firm_mean[rows] + lmean, 1.0))
+        ok_full[rows] = ok
+        score_full[rows] = np.where(ok, score, -np.inf)
+        return GpuFit(ok_full, score_full)
 
     def node_scores(self, job: Job, nodes: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
