@@ -243,8 +243,8 @@ def main() -> None:
           f"Python {platform.python_version()}; server and load generator share it\n")
     print("| nodes | policy | mode | filter p50 / p99 (ms) | prioritize p50 / p99 (ms) | "
           "bind p50 / p99 (ms) | req/s (closed loop) | req/s, "
-          f"{a.connections} connections |")
-    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+          f"{a.connections} connections | load avg |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in [int(x) for x in a.nodes.split(",")]:
         names = [f"gpu-node-{i}" for i in range(n)]
         nodes_json = k8s_nodes(n) if a.nocache_pods else None
@@ -276,8 +276,8 @@ def main() -> None:
                 cell = {v: f"{pct(xs, 50):.2f} / {pct(xs, 99):.2f}" if xs else "-"
                         for v, xs in lat.items()}
                 print(f"| {n:,} | {policy} | {mode} | {cell['filter']} | {cell['prioritize']}"
-                      f" | {cell['bind']} | {r['requests'] / r['wall']:,.0f} | {tput} |",
-                      flush=True)
+                      f" | {cell['bind']} | {r['requests'] / r['wall']:,.0f} | {tput} | "
+                      f"{os.getloadavg()[0]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,10 @@ class Store:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            # NORMAL: a crash of gsched loses nothing committed; a power cut may lose the
+            # last binds' rows, whose GPUs are also on the pods (gsched.io/gpus). FULL
+            # would put an fsync (milliseconds on shared disks) into every bind.
+            self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         for stmt in SCHEMA:
             self._db.execute(stmt)
