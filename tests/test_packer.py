@@ -14,8 +14,10 @@ from gsched.scheduler.packer import (
     Workload,
     build_problem,
     check_plan,
+    conflict_lower_bound,
     count_moves,
     lower_bound,
+    lp_lower_bound,
     pack,
     pack_problem,
 )
@@ -196,6 +198,23 @@ def test_lower_bound_is_below_every_exhaustive_optimum():
         wl = random_instance(seed, n=6)
         cl = cluster(3, 3, mem=32000)
         assert lower_bound(build_problem(wl, cl, 0.1)) <= brute_force_min_gpus(wl, cl, 0.1)
+
+
+def test_lp_lower_bound_is_valid_and_sometimes_stronger_than_the_clique_bound():
+    stronger = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        wl = [Workload(id=f"w{i}", load=tidal(float(rng.choice([0.3, 0.45, 0.55, 0.7])),
+                                              float(rng.integers(0, T)),
+                                              base=float(rng.choice([0.05, 0.1, 0.2])),
+                                              width=float(rng.choice([3.0, 6.0]))))
+              for i in range(8)]
+        cl = cluster(4, 4)
+        prob = build_problem(wl, cl, 0.1)
+        lp, best = lp_lower_bound(prob), brute_force_min_gpus(wl, cl, 0.1)
+        assert lp <= best and lower_bound(prob) <= best, seed
+        stronger += lp > conflict_lower_bound(prob)
+    assert stronger >= 2
 
 
 def test_profile_plans_never_exceed_capacity_in_any_slot_or_gpu():

@@ -266,23 +266,17 @@ def load_lower_bound(prob: PackProblem, items: Iterable[int] | None = None) -> i
     return whole + int(math.ceil(tot.max() / prob.cap - 1e-9))
 
 
-def conflict_lower_bound(prob: PackProblem, max_items: int = 4_000) -> int:
-    """Exclusive GPUs + a clique of pairwise-conflicting workloads + the load they leave.
+def _greedy_clique(prob: PackProblem, max_items: int = 4_000) -> list[int]:
+    """A large set of pairwise-conflicting shared workloads (counted in GPUs).
 
-    Two workloads conflict when their summed load exceeds the usable capacity
-    in some slot; a clique of them needs one GPU each. Only workloads above half the
-    capacity somewhere can be in a clique with more than one member (a k-GPU member
-    counts k GPUs), so the conflict
-    matrix is built over those (the `max_items` largest, for time). Every other
-    workload must fit in what the clique GPUs leave, or in further GPUs:
-    extra >= max_t (rest load_t - clique slack_t) / capacity.
+    Two workloads conflict when their summed load exceeds the usable capacity in some
+    slot; a clique of them needs one GPU each. Only workloads above half the capacity
+    somewhere can be in a clique with more than one member, so the conflict matrix is
+    built over those (the `max_items` largest, for time); three greedy orders, the
+    largest clique wins.
     """
-    if prob.n_items == 0:
-        return 0
-    excl = prob.exclusive
-    whole = int((prob.num_gpu * excl).sum())
-    shared = np.flatnonzero(~excl)
     u = prob.units
+    shared = np.flatnonzero(~prob.exclusive)
     big = shared[(2 * u[shared] > prob.cap).any(axis=1)]
     if len(big) > max_items:
         big = big[np.argsort(-u[big].max(axis=1), kind="stable")[:max_items]]
@@ -305,6 +299,23 @@ def conflict_lower_bound(prob: PackProblem, max_items: int = 4_000) -> int:
             size = int(prob.num_gpu[big[member]].sum())
             if size > best:
                 best, clique = size, [int(big[k]) for k in np.flatnonzero(member)]
+    return clique
+
+
+def conflict_lower_bound(prob: PackProblem, max_items: int = 4_000,
+                         clique: Sequence[int] | None = None) -> int:
+    """Exclusive GPUs + a clique of pairwise-conflicting workloads + the load they leave.
+
+    A clique (`_greedy_clique`) needs one GPU per member (a k-GPU member counts k).
+    Every other workload must fit in what the clique GPUs leave, or in further GPUs:
+    extra >= max_t (rest load_t - clique slack_t) / capacity.
+    """
+    if prob.n_items == 0:
+        return 0
+    excl = prob.exclusive
+    whole = int((prob.num_gpu * excl).sum())
+    u = prob.units
+    clique = list(_greedy_clique(prob, max_items) if clique is None else clique)
     if not clique:
         return whole
     rest = np.setdiff1d(np.flatnonzero(~excl), clique)
@@ -314,15 +325,115 @@ def conflict_lower_bound(prob: PackProblem, max_items: int = 4_000) -> int:
     return whole + int(prob.num_gpu[clique].sum()) + extra
 
 
+def _classes(units: np.ndarray, idx: np.ndarray, weight: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Group `idx` by identical load profile: (representative, summed weight) per class."""
+    if len(idx) == 0:
+        return idx, idx
+    _, first, inv = np.unique(units[idx], axis=0, return_index=True, return_inverse=True)
+    return idx[first], np.bincount(inv.ravel(), weights=weight, minlength=len(first))
+
+
+def lp_lower_bound(prob: PackProblem, max_nonzeros: int = 4_000_000,
+                   clique: Sequence[int] | None = None) -> int:
+    """Clique bound with the rest placed by a linear programme instead of by slot totals.
+
+    Clique members (`_greedy_clique`) each own a GPU. Every other shared workload goes,
+    fractionally but *as a whole profile*, either onto clique GPUs whose member it is
+    compatible with (their summed load fits in every slot) or onto y extra GPUs. Per
+    slot: the load on a clique class's GPUs fits their slack, the load on extra GPUs
+    fits y * capacity, and a GPU holds at most one workload above half the capacity in
+    a slot. Workloads with one profile are aggregated (a class), which keeps the LP
+    small; memory, models and node locality are dropped. Every integer plan is a
+    solution of this LP, so exclusive + clique + ceil(y*) GPUs is a valid lower bound
+    (y* from GLOP, rounded down by a tolerance far above its numerical error).
+    """
+    from ortools.linear_solver import linear_solver_pb2, pywraplp
+
+    if prob.n_items == 0:
+        return 0
+    excl = prob.exclusive
+    whole = int((prob.num_gpu * excl).sum())
+    clique = np.array(_greedy_clique(prob) if clique is None else clique, dtype=np.int64)
+    rest = np.setdiff1d(np.flatnonzero(~excl), clique)
+    if len(rest) == 0:
+        return whole + int(prob.num_gpu[clique].sum())
+    cap = float(prob.cap)
+    u = prob.units
+    ck, cm = _classes(u, clique, prob.num_gpu[clique].astype(float))
+    rk, rn = _classes(u, rest, prob.num_gpu[rest].astype(float))
+    ur = u[rk] / cap                                       # (K, T)
+    big_r = 2 * u[rk] > prob.cap                           # (K, T)
+    compat = np.zeros((len(rk), len(ck)), dtype=bool)
+    step = max(1, 2_000_000 // max(1, len(ck) * prob.slots))
+    for a in range(0, len(rk), step):
+        compat[a:a + step] = (u[rk[a:a + step], None, :] + u[None, ck, :]
+                              <= prob.cap).all(axis=2)
+    if int(compat.sum()) * prob.slots > max_nonzeros:
+        return conflict_lower_bound(prob, clique=clique)
+    m = linear_solver_pb2.MPModelProto()
+    m.variable.add(lower_bound=0.0, upper_bound=float(prob.n_gpus), objective_coefficient=1.0)
+    # variable 1 + k: class k on extra GPUs; then one per compatible (k, c) pair
+    for k in range(len(rk)):
+        m.variable.add(lower_bound=0.0, upper_bound=float(rn[k]))
+    pk_, pc_ = np.nonzero(compat)
+    pair_var = 1 + len(rk) + np.arange(len(pk_))
+    for k in pk_:
+        m.variable.add(lower_bound=0.0, upper_bound=float(rn[k]))
+
+    def row(idx: np.ndarray, coef: np.ndarray, lo: float, hi: float) -> None:
+        c = m.constraint.add(lower_bound=lo, upper_bound=hi)
+        c.var_index.extend(idx.tolist())
+        c.coefficient.extend(coef.tolist())
+
+    inf = math.inf
+    for k in range(len(rk)):
+        row(np.concatenate(([1 + k], pair_var[pk_ == k])),
+            np.ones(1 + int((pk_ == k).sum())), float(rn[k]), float(rn[k]))
+    ext = 1 + np.arange(len(rk))
+    for t in range(prob.slots):
+        nz = ur[:, t] > 0
+        row(np.concatenate(([0], ext[nz])), np.concatenate(([-1.0], ur[nz, t])), -inf, 0.0)
+        b = big_r[:, t]
+        if b.any():
+            row(np.concatenate(([0], ext[b])), np.concatenate(([-1.0], np.ones(b.sum()))),
+                -inf, 0.0)
+    for c in range(len(ck)):
+        sel = pc_ == c
+        ks, vs = pk_[sel], pair_var[sel]
+        if len(ks) == 0:
+            continue
+        slack = (prob.cap - u[ck[c]]) / cap * cm[c]
+        worst = (ur[ks] * rn[ks, None]).sum(axis=0)
+        for t in np.flatnonzero(worst > slack + 1e-12):
+            nz = ur[ks, t] > 0
+            row(vs[nz], ur[ks[nz], t], -inf, float(slack[t]))
+        for t in np.flatnonzero(2 * u[ck[c]] <= prob.cap):
+            b = big_r[ks, t]
+            if rn[ks[b]].sum() > cm[c]:
+                row(vs[b], np.ones(int(b.sum())), -inf, float(cm[c]))
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    if solver is None or solver.LoadModelFromProto(m) != "":
+        return conflict_lower_bound(prob, clique=clique)
+    if solver.Solve() != pywraplp.Solver.OPTIMAL:
+        return conflict_lower_bound(prob, clique=clique)
+    y = solver.Objective().Value()
+    extra = max(0, int(math.ceil(y - 1e-4)))
+    return whole + int(prob.num_gpu[clique].sum()) + extra
+
+
 def lower_bound(prob: PackProblem) -> int:
-    """The best of three valid bounds: load (the issue's ceil(max_t sum / capacity)),
-    per-slot conflicts (GPU-units above half the capacity in one slot cannot share) and
-    the clique bound of `conflict_lower_bound`."""
+    """The best of four valid bounds: load (the issue's ceil(max_t sum / capacity)),
+    per-slot conflicts (GPU-units above half the capacity in one slot cannot share),
+    the clique bound of `conflict_lower_bound` and its LP strengthening
+    `lp_lower_bound`."""
     lb = load_lower_bound(prob)
     if prob.n_items:
         big = (2 * prob.units > prob.cap) | prob.exclusive[:, None]
         lb = max(lb, int((big * prob.num_gpu[:, None]).sum(axis=0).max()))
-        lb = max(lb, conflict_lower_bound(prob))
+        clique = _greedy_clique(prob)
+        lb = max(lb, conflict_lower_bound(prob, clique=clique),
+                 lp_lower_bound(prob, clique=clique))
     return lb
 
 
