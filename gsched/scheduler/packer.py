@@ -408,10 +408,11 @@ def lp_lower_bound(prob: PackProblem, max_nonzeros: int = 4_000_000,
         for t in np.flatnonzero(worst > slack + 1e-12):
             nz = ur[ks, t] > 0
             row(vs[nz], ur[ks[nz], t], -inf, float(slack[t]))
-        for t in np.flatnonzero(2 * u[ck[c]] <= prob.cap):
-            b = big_r[ks, t]
-            if rn[ks[b]].sum() > cm[c]:
-                row(vs[b], np.ones(int(b.sum())), -inf, float(cm[c]))
+        # at most one workload above half of what the member leaves, per GPU and slot
+        halves = 2 * u[rk[ks]] > (prob.cap - u[ck[c]])[None, :]     # (ks, T)
+        for t in np.flatnonzero(rn[ks, None].T @ halves > cm[c] + 1e-9):
+            b = halves[:, t]
+            row(vs[b], np.ones(int(b.sum())), -inf, float(cm[c]))
     solver = pywraplp.Solver.CreateSolver("GLOP")
     if solver is None or solver.LoadModelFromProto(m) != "":
         return conflict_lower_bound(prob, clique=clique)
