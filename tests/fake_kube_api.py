@@ -6,7 +6,8 @@ It speaks the parts of the real protocol gsched uses, over real HTTP:
   after N, then new ones as they happen, until `timeoutSeconds`; a version older than
   the last `compact()` is answered with an `ERROR` event of code 410 (or, with
   `gone_as_status`, an HTTP 410); `drop_watches()` cuts open streams mid-chunk;
-- pods: get, merge-patch, and `POST .../binding` (UID precondition, 409 if bound);
+- pods: get, merge-patch, `POST .../binding` (UID precondition, 409 if bound) and
+  `POST .../eviction` (deletes the pod; 429 as for a PodDisruptionBudget when told to);
 - `coordination.k8s.io/v1` Leases: get, create (409 if present), replace (409 unless
   `metadata.resourceVersion` is current).
 """
@@ -53,6 +54,8 @@ class FakeKubeAPI:
         self.requests: list[tuple[str, str]] = []
         self.watches_opened = {"nodes": 0, "pods": 0}
         self.bindings: list[tuple[str, str, str]] = []
+        self.evictions: list[tuple[str, str]] = []
+        self.refuse_evictions = False
         self._open: set[socket.socket] = set()
         api = self
 
@@ -208,6 +211,17 @@ class FakeKubeAPI:
                 _merge(pod, self._body(h))
                 self._emit("pods", "MODIFIED", pod)
                 return self._send(h, 200, pod)
+            if method == "POST" and rest == ["eviction"]:
+                self._body(h)
+                if self.refuse_evictions:
+                    return self._send(h, 429, status(429, "TooManyRequests",
+                                                     "Cannot evict pod as it would violate "
+                                                     "the pod's disruption budget."))
+                self.evictions.append((ns, name))
+                del self.pods[(ns, name)]
+                self._emit("pods", "DELETED", pod)
+                return self._send(h, 201, {"kind": "Status", "status": "Success",
+                                           "code": 201, "metadata": {}})
             if method == "POST" and rest == ["binding"]:
                 b = self._body(h)
                 uid = (b.get("metadata") or {}).get("uid")

@@ -66,7 +66,8 @@ def test_rbac_grants_only_the_calls_gsched_makes():
     assert rules("ClusterRole", "gsched-scheduler") == {
         ("", "nodes", "list", ""), ("", "nodes", "watch", ""),
         ("", "pods", "get", ""), ("", "pods", "list", ""), ("", "pods", "watch", ""),
-        ("", "pods", "patch", ""), ("", "pods/binding", "create", "")}
+        ("", "pods", "patch", ""), ("", "pods/binding", "create", ""),
+        ("", "pods/eviction", "create", "")}
     assert rules("Role", "gsched-scheduler-lease") == {
         ("coordination.k8s.io", "leases", "create", ""),
         ("coordination.k8s.io", "leases", "get", "gsched"),

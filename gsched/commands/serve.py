@@ -62,6 +62,10 @@ def serve_cmd(
     identity: Annotated[str | None, typer.Option(
         help="This replica's name in the Lease (default: $POD_NAME, else the hostname).")]
     = None,
+    move_training: Annotated[bool, typer.Option(
+        help="The leader evicts preemptible training pods the policy wants moved out before "
+             "a predicted peak (tidal), so their controller recreates them elsewhere.")]
+    = True,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")]
     = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
@@ -120,8 +124,10 @@ def serve_cmd(
             KubeSync,
             leader_labeller,
             load_kube_config,
+            pod_evictor,
         )
         from gsched.scheduler.leader import LeaderElector
+        from gsched.scheduler.planner import Planner
 
         api = load_kube_config(str(kubeconfig) if kubeconfig else None)
         core = client.CoreV1Api(api)
@@ -138,6 +144,9 @@ def serve_cmd(
         sync.start()
         elector.start()
         stoppers += [elector.stop, sync.stop]
+        if move_training:
+            planner = Planner(ext, pod_evictor(core), is_leader=elector.is_leader).start()
+            stoppers.insert(0, planner.stop)
         mode = f"Kubernetes ({len(sync.nodes)} GPU nodes), replica {name}"
 
     ingest = IngestService(history, metrics, token, on_profiles=ext.set_profiles)

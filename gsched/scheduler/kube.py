@@ -155,6 +155,18 @@ def api_error(e: ApiException) -> str:
 LEADER_LABEL = "gsched.io/leader"
 
 
+def pod_evictor(core: client.CoreV1Api) -> Callable[[str, str], None]:
+    """Evict a pod through the Eviction API (PodDisruptionBudgets and grace periods
+    apply): the planner's way of moving training out before a peak."""
+    def evict(namespace: str, name: str) -> None:
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+        try:
+            core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False)
+        except ApiException as e:
+            raise UnavailableError(f"evicting {namespace}/{name}: {api_error(e)}") from None
+    return evict
+
+
 def leader_labeller(core: client.CoreV1Api, namespace: str | None, pod: str | None
                     ) -> Callable[[bool], None]:
     """An `on_change` for the elector: label this replica's pod `gsched.io/leader=true`
