@@ -57,7 +57,7 @@ class _Run:
     first_start: float | None = None
     run_start: float = 0.0
     actual: np.ndarray | None = None
-    seq: int = 0
+    waiting: bool = False  # in a queue group (lazily deleted when started elsewhere)
 
 
 @dataclass
@@ -203,6 +203,7 @@ class Simulation:
                        (self.policy.queue_key(run.job), self.seq, run))
         self.dirty_groups.add(key)
         self.queued += 1
+        run.waiting = True
 
     def _schedule_pass(self, full: bool) -> bool:
         """Try waiting jobs, group by group (all groups, or those with new arrivals).
@@ -212,18 +213,28 @@ class Simulation:
         """
         keys = list(self.groups) if full else [k for k in self.dirty_groups if k in self.groups]
         self.dirty_groups.clear()
-        keys.sort(key=lambda k: self.groups[k][0][0])
+        for key in keys:  # drop stale heads so groups are ordered by live jobs
+            heap = self.groups[key]
+            while heap and not heap[0][2].waiting:
+                heapq.heappop(heap)
+            if not heap:
+                del self.groups[key]
+        keys = [k for k in keys if k in self.groups]
+        keys.sort(key=lambda k: self.groups[k][0][:2])
         placed_any = False
         for key in keys:
             heap = self.groups[key]
             while heap:
                 run = heap[0][2]
+                if not run.waiting:  # started by preemption since it was queued
+                    heapq.heappop(heap)
+                    continue
                 self.state.now = self.now
                 decision = place(self.policy, self.state, run.job, explain=False)
                 if not isinstance(decision, Placement):
                     break
                 heapq.heappop(heap)
-                self.queued -= 1
+                self._dequeue(run)
                 self._start(run, decision)
                 placed_any = True
             if not heap:
@@ -245,21 +256,14 @@ class Simulation:
         if not self.policy.feasible(self.state, job)[node]:  # pragma: no cover - guarded
             return False
         gpus = self.policy.choose_gpus(self.state, job, node)
-        self._remove_from_queue(run)
+        self._dequeue(run)
         self._start(run, Placement(node, gpus, self.policy.reservation(job)))
         return True
 
-    def _remove_from_queue(self, run: _Run) -> None:
-        key = self.policy.fit_key(run.job)
-        heap = self.groups.get(key, [])
-        for i, (_, _, r) in enumerate(heap):
-            if r is run:
-                heap.pop(i)
-                heapq.heapify(heap)
-                self.queued -= 1
-                break
-        if not heap:
-            self.groups.pop(key, None)
+    def _dequeue(self, run: _Run) -> None:
+        """Mark a waiting job as no longer waiting; its heap entry is dropped lazily."""
+        run.waiting = False
+        self.queued -= 1
 
     def _evict(self, run: _Run, planned: bool) -> None:
         """Checkpoint (planned) or preempt (unplanned) a running job and queue it again."""
