@@ -148,6 +148,17 @@ def test_large_neighbourhood_search_is_feasible_and_deterministic_for_a_seed():
     assert p1.lower_bound <= p1.gpus_used <= p1.greedy_gpus < p1.peak_reservation_gpus
 
 
+def test_ruin_and_recreate_is_feasible_deterministic_and_beats_greedy():
+    wl, cl = lns_instance(200)
+    kw = dict(time_limit=30, seed=5, max_iterations=300, full_model_max_vars=0, rr_share=1.0)
+    prob = build_problem(wl, cl, headroom=0.1)
+    p1, a1 = pack_problem(prob, **kw)
+    p2, a2 = pack_problem(build_problem(wl, cl, headroom=0.1), **kw)
+    assert check_plan(prob, a1) == []
+    assert a1 == a2 and p1.lns_iterations == p2.lns_iterations == 300
+    assert p1.lower_bound <= p1.gpus_used < p1.greedy_gpus
+
+
 def test_fixed_placements_are_kept():
     wl, cl = lns_instance(64)
     pinned = {"w0": ("n7", (5,)), "w1": ("n7", (6,)), "w2": ("n6", (0,))}

@@ -1159,26 +1159,145 @@ def eject(prob: PackProblem, pk: _Packing, budget: _Budget,
     return emptied
 
 
+def _fill_sq(prob: PackProblem, pk: _Packing, gpus: Sequence[int]) -> float:
+    """Sum over `gpus` of (daily fill fraction)^2: higher when load is concentrated,
+    which leaves some GPU nearly empty for the next step to clear."""
+    f = (prob.cap - pk.resid[list(gpus)]).sum(axis=1) / float(prob.cap * prob.slots)
+    return float((f ** 2).sum())
+
+
+#: deterministic time charged per ruin-and-recreate step, and per fit-test element
+RR_STEP_DTIME = 1e-4
+RR_ELEM_DTIME = 5e-10
+
+
+def ruin_recreate(prob: PackProblem, pk: _Packing, budget: _Budget, rng: np.random.Generator,
+                  reserve: float = 0.0, max_iterations: int | None = None,
+                  k_range: tuple[int, int] = (2, 8), noise: float = 0.1,
+                  target: int = 0) -> int:
+    """Numpy ruin-and-recreate: many cheap steps where CP-SAT affords few big ones.
+
+    A step frees every movable single-GPU workload on a few GPUs (one lightly filled,
+    drawn with a bias towards the lightest, plus random others), re-inserts them
+    largest first (summed squared load, jittered by `noise`) into the GPUs in use, each
+    where its tightest slot stays tightest ("valley" best fit: the GPU whose smallest
+    residual after it is smallest), re-opening a freed GPU only when nothing fits. The
+    step is kept when it uses fewer GPUs, or as many with the load at least as
+    concentrated (`_fill_sq`), else undone. Runs until `reserve` seconds of the budget
+    are left or the GPU count is down to `target` (a lower bound); each step charges
+    deterministic time by the work it did, so a seed gives one plan. Skips
+    move-counted (current) placements: the caller's CP-SAT LNS handles those. Returns
+    the number of GPUs emptied.
+    """
+    n = prob.n_items
+    u = prob.units
+    movable = np.array([prob.num_gpu[i] == 1 and not prob.exclusive[i] and i not in prob.fixed
+                        and i not in prob.current and pk.where[i] is not None
+                        for i in range(n)], dtype=bool)
+    if not movable.any():
+        return 0
+    pinned = np.zeros(prob.n_gpus, dtype=bool)
+    for i in np.flatnonzero(~movable):
+        if pk.where[i] is not None:
+            pinned[list(pk.where[i])] = True
+    size = (u.astype(np.float64) ** 2).sum(axis=1)
+    rank = _gpu_order(prob)
+    stop = budget.iterations + max_iterations if max_iterations is not None else None
+    emptied = 0
+    while (not budget.done() and budget.left() > reserve and int(pk.count.astype(bool).sum())
+           > target and (stop is None or budget.iterations < stop)):
+        budget.iterations += 1
+        used = pk.used()
+        pool = np.flatnonzero(used & ~pk.excl & ~pinned)
+        if len(pool) < 2:
+            break
+        fill = (prob.cap - pk.resid[pool]).sum(axis=1)
+        order = pool[np.argsort(fill, kind="stable")]
+        k = int(rng.integers(k_range[0], k_range[1] + 1))
+        first = int(order[min(int(rng.exponential(len(order) / 10)), len(order) - 1)])
+        others = rng.choice(pool[pool != first], size=min(k - 1, len(pool) - 1), replace=False)
+        ruined = [first] + [int(g) for g in others]
+        items = [i for g in ruined for i in sorted(pk.on_gpu[g]) if movable[i]]
+        budget.dtime += RR_STEP_DTIME + RR_ELEM_DTIME * len(items) * prob.n_gpus * prob.slots
+        if not items:
+            continue
+        before = pk.cost(), int(used.sum())
+        old = {i: pk.where[i] for i in items}
+        for i in items:
+            pk.take(i)
+        touched = set(ruined)
+        jitter = size[items] * rng.uniform(1 - noise, 1 + noise, len(items))
+        ok = True
+        for j in np.argsort(-jitter, kind="stable"):
+            i = items[j]
+            cand = np.flatnonzero(pk.used() & prob.allowed(i) & ~pk.excl
+                                  & (pk.mem_free >= prob.mem[i]))
+            fit = cand[(pk.resid[cand] >= u[i]).all(axis=1)]
+            if len(fit):
+                after = pk.resid[fit] - u[i]
+                g = int(fit[np.argmin(after.min(axis=1) * (prob.cap * prob.slots + 1)
+                                      + after.sum(axis=1))])
+            else:
+                empty = [g for g in ruined if pk.count[g] == 0 and prob.allowed(i)[g]
+                         and prob.gpu_mem[g] >= prob.mem[i]]
+                if not empty:
+                    ok = False
+                    break
+                g = min(empty, key=lambda x: (prob.gpu_price[x], rank[x]))
+            pk.put(i, (g,))
+            touched.add(g)
+        keep = False
+        if ok:
+            after_key = pk.cost(), int(pk.used().sum())
+            region = sorted(touched)
+            placed = {i: pk.where[i] for i in items}
+            new_sq = _fill_sq(prob, pk, region)
+            for i in items:
+                pk.take(i)
+            for i in items:
+                pk.put(i, old[i])
+            keep = after_key < before or (after_key == before
+                                          and new_sq >= _fill_sq(prob, pk, region) - 1e-12)
+            if keep:
+                for i in items:
+                    pk.take(i)
+                for i in items:
+                    pk.put(i, placed[i])
+                emptied += before[1] - after_key[1]
+        else:
+            for i in items:
+                if pk.where[i] is not None:
+                    pk.take(i)
+            for i in items:
+                pk.put(i, old[i])
+    return emptied
+
+
 def pack(workloads: Sequence[Workload], cluster: Cluster, headroom: float = 0.1,
          time_limit: float = 10.0, seed: int = 0, workers: int = 1,
          deterministic: bool = True, move_budget: int | None = None,
          max_iterations: int = 100_000, neighbourhood: int = 12,
          full_model_max_vars: int = 3_000, slots: int | None = None,
-         sub_limit: float = 0.5) -> PackPlan:
+         sub_limit: float = 0.5, rr_share: float = 0.75) -> PackPlan:
     """Pack `workloads` on `cluster`: greedy start, then CP-SAT (whole or by LNS)."""
     prob = build_problem(workloads, cluster, headroom, slots)
     return pack_problem(prob, time_limit=time_limit, seed=seed, workers=workers,
                         deterministic=deterministic, move_budget=move_budget,
                         max_iterations=max_iterations, neighbourhood=neighbourhood,
-                        full_model_max_vars=full_model_max_vars, sub_limit=sub_limit)[0]
+                        full_model_max_vars=full_model_max_vars, sub_limit=sub_limit,
+                        rr_share=rr_share)[0]
 
 
 def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, workers: int = 1,
                  deterministic: bool = True, move_budget: int | None = None,
                  max_iterations: int = 100_000, neighbourhood: int = 12,
-                 full_model_max_vars: int = 3_000, sub_limit: float = 0.5
+                 full_model_max_vars: int = 3_000, sub_limit: float = 0.5,
+                 rr_share: float = 0.75
                  ) -> tuple[PackPlan, dict[str, tuple[str, list[int]]]]:
-    """`pack` on an already built problem; also returns the raw assignment mapping."""
+    """`pack` on an already built problem; also returns the raw assignment mapping.
+
+    `rr_share` of what is left of the budget after the greedy start (and of the
+    iteration cap) goes to numpy ruin-and-recreate, the rest to the CP-SAT LNS."""
     t0 = time.perf_counter()
     budget = _Budget(time_limit, deterministic, max_iterations)
     lb = lower_bound(prob)
@@ -1214,6 +1333,9 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
     if run_lns:
         status = "lns" if status == "greedy" else status + "+lns"
         if eject(prob, best, budget, move_budget, share=0.25 if prob.n_items > 2_000 else 1.0):
+            improvements += 1
+        if ruin_recreate(prob, best, budget, rng, reserve=budget.left() * (1 - rr_share),
+                         max_iterations=int(max_iterations * rr_share), target=lb):
             improvements += 1
         while not budget.done() and int(best.used().sum()) > lb:
             victims, receivers = _neighbourhood(prob, best, rng, neighbourhood)
