@@ -311,11 +311,11 @@ class Extender:
             return {"Error": f"pod {args.pod_namespace}/{args.pod_name} is unknown to gsched "
                              "(no filter call and no such pod in the API server)"}
         uid = args.pod_uid or pj.uid
+        job = pj.job if pj.job.id == uid else pj.job.model_copy(update={"id": uid})
         gpus: tuple[int, ...] = ()
         booked = False
         with self.lock:
             idx = self.state.node_index.get(args.node)
-            job = pj.job
             if pj.managed and job.num_gpu:
                 if idx is None:
                     m.binds.labels(outcome="rejected").inc()
@@ -362,7 +362,7 @@ class Extender:
             self.store.record(Assignment(uid=uid, namespace=pj.namespace, name=pj.name,
                                          node=args.node, gpus=gpus,
                                          share=self.policy.reservation(job),
-                                         job=job_to_json(job.model_copy(update={"id": uid})),
+                                         job=job_to_json(job),
                                          bound_at=self.clock()))
         with self.lock:
             self._pending.pop(uid, None)
