@@ -33,6 +33,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,11 +46,11 @@ from gsched.scheduler.extender_types import (
     ExtenderArgs,
     ExtenderBindingArgs,
     ExtenderPreemptionArgs,
-    HostPriorityEncoder,
     MetaPod,
     MetaVictims,
     RawJSON,
     WireError,
+    host_entries,
 )
 from gsched.scheduler.metrics import SchedulerMetrics
 from gsched.scheduler.policy import Policy, normalized_scores
@@ -105,8 +106,10 @@ class Extender:
         #: pods holding resources in the state, by UID
         self.placed: dict[str, podlib.PodJob] = {}
         self._profiles: dict[str, np.ndarray] = store.profile_arrays() if store else {}
-        self._names_memo: tuple[list[str], np.ndarray] | None = None
-        self._priorities = HostPriorityEncoder()
+        #: recent node-name lists (kube-scheduler repeats them: prioritize asks about the
+        #: list filter answered) with their node indices
+        self._lists: list[_NameList] = []
+        self._node_entries: np.ndarray | None = None
         self.state = ClusterState(cluster)
         self.ready = threading.Event()
 
@@ -128,7 +131,7 @@ class Extender:
         """Start over from an inventory and the pods that hold resources (a relist)."""
         with self.lock:
             self.state = ClusterState(cluster, slots=self.state.slots)
-            self._names_memo = None
+            self._lists, self._node_entries = [], None
             self.placed.clear()
             for pj in pods:
                 self._place_observed(pj)
@@ -208,15 +211,44 @@ class Extender:
         return n
 
     # ------------------------------------------------------------------ helpers
-    def _indices(self, names: list[str]) -> np.ndarray:
-        """Node indices of `names` (-1 for unknown), memoised for repeated lists."""
-        memo = self._names_memo
-        if memo is not None and memo[0] == names:
-            return memo[1]
+    def _name_list(self, names: list[str]) -> _NameList:
+        """`names` with their node indices (-1 for unknown), from the recent lists if it
+        is one of them (lock held)."""
+        for i, nl in enumerate(self._lists):
+            if len(nl.names) == len(names) and nl.names == names:
+                if i:
+                    self._lists.insert(0, self._lists.pop(i))
+                return nl
         index = self.state.node_index
         idx = np.fromiter((index.get(n, -1) for n in names), dtype=np.int64, count=len(names))
-        self._names_memo = (names, idx)
-        return idx
+        return self._keep(_NameList(names, idx))
+
+    def _keep(self, nl: _NameList) -> _NameList:
+        self._lists.insert(0, nl)
+        del self._lists[_RECENT_LISTS:]
+        return nl
+
+    def _indices(self, names: list[str]) -> np.ndarray:
+        return self._name_list(names).idx
+
+    def _priority_list(self, nl: _NameList, scores: np.ndarray) -> RawJSON:
+        """`HostPriorityList` JSON: every node's eleven possible entries are encoded once
+        (a nodes x 11 array of bytes), so an answer is one fancy-index and one join."""
+        if self._node_entries is None:
+            entries = np.empty((self.state.n_nodes, MAX_EXTENDER_PRIORITY + 1), dtype=object)
+            for i, name in enumerate(self.state.node_names):
+                entries[i, :] = host_entries(name)
+            self._node_entries = entries
+        known = nl.idx >= 0
+        if known.all():
+            parts = self._node_entries[nl.idx, scores].tolist()
+        else:
+            picked = np.empty(len(nl.names), dtype=object)
+            picked[known] = self._node_entries[nl.idx[known], scores[known]]
+            for i in np.flatnonzero(~known).tolist():
+                picked[i] = host_entries(nl.names[i])[int(scores[i])]
+            parts = picked.tolist()
+        return RawJSON(b"[" + b",".join(parts) + b"]")
 
     def _remember(self, pj: podlib.PodJob) -> None:
         with self.lock:
@@ -246,7 +278,8 @@ class Extender:
         job = pj.job
         with self.lock:
             self.state.now = self.clock()
-            idx = self._indices(names)
+            nl = self._name_list(names)
+            idx = nl.idx
             known = idx >= 0
             reasons = np.zeros(len(names), dtype=np.int64)
             if known.any():
@@ -263,7 +296,11 @@ class Extender:
                     continue
                 r = Reason(int(reasons[i]))
                 (unresolvable if r in UNRESOLVABLE else failed)[names[i]] = r.message
-        return _filter_result(cache_mode, names, items, ok, failed, unresolvable)
+        result = _filter_result(cache_mode, names, items, ok, failed, unresolvable)
+        if cache_mode and not ok.all():  # prioritize will most likely ask about these
+            with self.lock:
+                self._keep(_NameList(result["NodeNames"], idx[ok]))
+        return result
 
     def prioritize(self, args: ExtenderArgs) -> list[dict[str, Any]] | RawJSON:
         names = args.candidate_names()
@@ -273,7 +310,8 @@ class Extender:
         job = pj.job
         with self.lock:
             self.state.now = self.clock()
-            idx = self._indices(names)
+            nl = self._name_list(names)
+            idx = nl.idx
             known = idx >= 0
             feasible = self.policy.feasible(self.state, job)
             scores = np.zeros(len(names), dtype=np.int64)
@@ -284,8 +322,8 @@ class Extender:
                 ask[idx[known]] = True
                 norm = normalized_scores(raw, feasible & ask)
                 scores[known] = norm[idx[known]]
-        np.clip(scores, MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY, out=scores)
-        return self._priorities.encode(names, scores.tolist())
+            np.clip(scores, MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY, out=scores)
+            return self._priority_list(nl, scores)
 
     def bind(self, args: ExtenderBindingArgs) -> dict[str, Any]:
         m = self.metrics
@@ -459,6 +497,15 @@ class Extender:
             risky = (st.load.max(axis=2) > cap + 1e-9) & st.gpu_valid & \
                 (st.inference_on_gpu > 0)
             self.metrics.gpus_at_slo_risk.set(int(risky.sum()))
+
+
+_RECENT_LISTS = 4
+
+
+@dataclass
+class _NameList:
+    names: list[str]
+    idx: np.ndarray
 
 
 def _with_gpus(pj: podlib.PodJob, gpus: tuple[int, ...]) -> podlib.PodJob:
