@@ -70,7 +70,8 @@ def check_alive(srv) -> None:
     assert res["NodeNames"] == ["a100-0"] or list(res["FailedNodes"]) == ["a100-0"], res
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
 @given(path=st.sampled_from(PATHS), body=st.one_of(json_values, shaped))
 def test_any_json_body_gets_a_4xx_or_a_well_formed_200(served, path, body):
     srv, _ = served
@@ -80,7 +81,8 @@ def test_any_json_body_gets_a_4xx_or_a_well_formed_200(served, path, body):
     json.loads(resp.body)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
 @given(path=st.sampled_from(PATHS + ["/healthz", "/metrics", "/x"]),
        method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]), body=st.binary(max_size=300))
 def test_any_bytes_get_an_answer_below_500(served, path, method, body):
@@ -89,7 +91,8 @@ def test_any_bytes_get_an_answer_below_500(served, path, method, body):
     assert resp.status in ALLOWED | {503}, (method, path, body, resp.body)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_mutated_kube_scheduler_requests_never_fail_inside(served, data):
     """Valid requests with one value swapped for junk: a 400 naming a field, or a 200."""
