@@ -61,6 +61,9 @@ class LoadIndex:
         self.firm_block = np.zeros((self.blocks, n, g))
         self.firm_peak = np.zeros((n, g))
         self.firm_mean = np.zeros((n, g))
+        # slot-major copies: reading a few slots for every GPU is then contiguous
+        self.load_t = np.zeros((t, n, g))
+        self.firm_t = np.zeros((t, n, g))
         self._job_cache: dict[tuple, tuple[np.ndarray, np.ndarray, int, float, float]] = {}
 
     # ------------------------------------------------------------------ cache
@@ -71,6 +74,8 @@ class LoadIndex:
             return
         firm = st.load[changed] - st.preemptible_load[changed]
         np.maximum(firm, 0.0, out=firm)
+        self.load_t[:, changed] = np.moveaxis(st.load[changed], 2, 0)
+        self.firm_t[:, changed] = np.moveaxis(firm, 2, 0)
         self.firm_block[:, changed] = np.moveaxis(
             firm.reshape(len(changed), st.max_gpus, self.blocks, -1).max(axis=3), 2, 0)
         self.firm_peak[changed] = firm.max(axis=2)
@@ -139,7 +144,11 @@ class LoadIndex:
             return GpuFit(ok_full, score_full)
         # window: everything placed (preemptible too) plus the job, next `window` slots
         win = self.window_slots()
-        ok = base & (st.load[:, :, win][rows] + load[win] <= cap[:, :, None]).all(axis=2)
+        ok = base.copy()
+        room = np.empty(base.shape)
+        for s in win:  # one contiguous (nodes x gpus) slab per slot: cache-sized temporaries
+            np.subtract(cap, self.load_t[s][rows], out=room)
+            ok &= room >= load[s]
         firm_peak = self.firm_peak[rows]
         if job.profile is None:
             # A flat load: the day's new peak is the firm peak plus the load, exactly.
@@ -148,17 +157,16 @@ class LoadIndex:
                 ok &= new_peak <= cap
         else:
             with_job = self.firm_block[:, rows] + lb[:, None, None]  # (blocks, rows, gpus)
+            new_peak = np.maximum.reduce(with_job, axis=0)
             if not job.preemptible:
-                sure = np.logical_and.reduce(with_job <= cap, axis=0)
-                firm_tp = st.load[rows, :, tp] - st.preemptible_load[rows, :, tp]
+                sure = new_peak <= cap  # every block's maximum fits
+                firm_tp = self.firm_t[tp][rows]
                 amb = ok & ~sure & (firm_tp + load[tp] <= cap)
                 ok &= sure | amb
                 if amb.any():
                     ri, gi = np.nonzero(amb)
-                    ni = idx[ri]
-                    firm = st.load[ni, gi] - st.preemptible_load[ni, gi]
+                    firm = self.firm_t[:, idx[ri], gi].T  # (ambiguous GPUs, slots)
                     ok[ri, gi] = ((firm + load) <= cap[ri, gi, None]).all(axis=1)
-            new_peak = np.maximum.reduce(with_job, axis=0)
         inter = 1.0 - (new_peak - firm_peak) / max(lpeak, EPS)
         score = (W_OCCUPIED * (jobs_on > 0) + W_INTERLEAVE * np.clip(inter, 0.0, 1.0)
                  + W_FILL * np.minimum(self.firm_mean[rows] + lmean, 1.0))
