@@ -2,8 +2,10 @@
 
 For 100, 1,000 and 10,000 workloads with real daily curves (see tidal_workloads.py):
 GPUs used by peak-reservation FFD, profile-aware FFD and the packer (greedy + eject +
-CP-SAT LNS), against two lower bounds: the issue's load bound ceil(max_t sum load /
-usable capacity) and gsched's stronger bound (load, per-slot conflicts, clique).
+numpy ruin-and-recreate + CP-SAT LNS), against two lower bounds: the issue's load bound
+ceil(max_t sum load / usable capacity) and gsched's stronger bound (load, per-slot
+conflicts, clique, and the clique's LP strengthening). "seconds" is the whole call,
+bounds and baselines included.
 
     .venv/bin/python benchmarks/bench_pack.py [--sizes 100,1000,10000] [--time-limit 10]
 

@@ -12,10 +12,13 @@ How it scales (see docs/packer.md):
 1. `greedy`: profile-aware first-fit / best-fit decreasing, vectorised over GPUs. Its
    plan is always feasible and is the CP-SAT hint.
 2. Small instances: one CP-SAT model over every workload (`build_model` / `solve_model`).
-3. Large instances: large-neighbourhood search. Each step frees the workloads on a few
-   GPUs (a lightly loaded "victim" or two, and receivers with room), re-packs just those
-   with CP-SAT, and keeps the result when it is cheaper. Everything else is background
-   load, so a step costs the same at 100 or 10,000 workloads.
+3. Large instances: numpy ruin-and-recreate (`ruin_recreate`: free the workloads of a
+   few GPUs, re-insert them by "valley" best fit, keep the step when it uses fewer
+   GPUs or concentrates load), thousands of cheap steps; then large-neighbourhood
+   search with CP-SAT: each step frees the workloads on a few GPUs (a lightly loaded
+   "victim" or two, and receivers with room), re-packs just those, and keeps the
+   result when it is cheaper. Everything else is background load, so a step costs the
+   same at 100 or 10,000 workloads.
 4. `check_plan` re-checks any plan from scratch with floats, independent of the model;
    tests assert against it.
 
@@ -1203,7 +1206,7 @@ RR_RECEIVERS = 600
 def ruin_recreate(prob: PackProblem, pk: _Packing, budget: _Budget, rng: np.random.Generator,
                   reserve: float = 0.0, max_iterations: int | None = None,
                   k_range: tuple[int, int] = (2, 8), noise: float = 0.1,
-                  target: int = 0) -> int:
+                  walk: float = 0.2, target: int = 0) -> int:
     """Numpy ruin-and-recreate: many cheap steps where CP-SAT affords few big ones.
 
     A step frees every movable single-GPU workload on a few GPUs (one lightly filled,
@@ -1212,9 +1215,11 @@ def ruin_recreate(prob: PackProblem, pk: _Packing, budget: _Budget, rng: np.rand
     where its tightest slot stays tightest ("valley" best fit: the GPU whose smallest
     residual after it is smallest), re-opening a freed GPU only when nothing fits. The
     step is kept when it uses fewer GPUs, or as many with the load at least as
-    concentrated (`_fill_sq`), else undone. Runs until `reserve` seconds of the budget
-    are left or the GPU count is down to `target` (a lower bound); each step charges
-    deterministic time by the work it did, so a seed gives one plan. Skips
+    concentrated (`_fill_sq`), or as many at all with probability `walk` (a random
+    walk on the plateau escapes where pure descent stalls), else undone. Runs until
+    `reserve` seconds of the budget are left or the GPU count is down to `target` (a
+    lower bound); each step charges deterministic time by the work it did, so a seed
+    gives one plan. Skips
     move-counted (current) placements: the caller's CP-SAT LNS handles those. Returns
     the number of GPUs emptied.
     """
@@ -1294,7 +1299,8 @@ def ruin_recreate(prob: PackProblem, pk: _Packing, budget: _Budget, rng: np.rand
             for i in items:
                 pk.put(i, old[i])
             keep = after_key < before or (after_key == before
-                                          and new_sq >= _fill_sq(prob, pk, region) - 1e-12)
+                                          and (new_sq >= _fill_sq(prob, pk, region) - 1e-12
+                                               or rng.random() < walk))
             if keep:
                 for i in items:
                     pk.take(i)
