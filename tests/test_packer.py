@@ -159,6 +159,29 @@ def test_ruin_and_recreate_is_feasible_deterministic_and_beats_greedy():
     assert p1.lower_bound <= p1.gpus_used < p1.greedy_gpus
 
 
+def test_ruin_and_recreate_respects_memory_models_multi_gpu_and_fixed_work():
+    rng = np.random.default_rng(11)
+    cl = Cluster(nodes=[Node(name=f"a{k}", gpu_count=4, gpu_model="A100", gpu_memory_mib=81920)
+                        for k in range(12)]
+                 + [Node(name=f"t{k}", gpu_count=4, gpu_model="T4", gpu_memory_mib=16384)
+                    for k in range(12)])
+    wl = []
+    for i in range(120):
+        kind = i % 6
+        wl.append(Workload(
+            id=f"w{i}", load=tidal(float(rng.uniform(0.2, 0.6)), float(rng.integers(0, T))),
+            num_gpu=2 if kind == 0 else 1, gpu_mem_mib=int(rng.choice([4000, 12000, 30000])),
+            gpu_models=("A100",) if kind == 1 else (),
+            fixed=("t3", (1,)) if i == 5 else None))
+    wl[5] = wl[5].model_copy(update={"gpu_mem_mib": 4000})
+    prob = build_problem(wl, cl, headroom=0.1)
+    plan, assignment = pack_problem(prob, time_limit=30, seed=2, max_iterations=300,
+                                    full_model_max_vars=0, rr_share=1.0)
+    assert check_plan(prob, assignment) == []
+    assert assignment["w5"] == ("t3", [1])
+    assert plan.gpus_used <= plan.greedy_gpus
+
+
 def test_fixed_placements_are_kept():
     wl, cl = lns_instance(64)
     pinned = {"w0": ("n7", (5,)), "w1": ("n7", (6,)), "w2": ("n6", (0,))}
