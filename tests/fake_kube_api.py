@@ -24,6 +24,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up mid keep-alive is routine here, not worth a traceback."""
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        pass
+
+
 def _merge(dst: dict, patch: dict) -> None:
     for k, v in patch.items():
         if v is None:
@@ -77,7 +84,7 @@ class FakeKubeAPI:
             def do_PATCH(self) -> None:
                 api._route(self, "PATCH")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -17,6 +17,13 @@ from gsched.agents.reporter import DiskQueue, ReportBuilder, Reporter, read_toke
 from gsched.errors import InputError
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up mid keep-alive is routine here, not worth a traceback."""
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        pass
+
+
 def sample(t: float, util: float = 50.0) -> NodeSample:
     return NodeSample(
         timestamp=t, node="n1",
@@ -104,7 +111,7 @@ class Scheduler:
             def log_message(self, *a: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server = _QuietServer(("127.0.0.1", 0), H)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gsched.agents.model import Report, Series
+from gsched.scheduler.sqlite import connect
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS usage_reports (report_id TEXT PRIMARY KEY, node TEXT NOT NULL,"
@@ -48,17 +49,9 @@ class UsageHistory:
         self.resolution_s = resolution_s
         self.path = str(path)
         self._lock = threading.Lock()
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a report acknowledged to an agent is on disk, so an agent never deletes
-            # a report the scheduler could still lose.
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        for stmt in SCHEMA:
-            self._db.execute(stmt)
+        # FULL: a report acknowledged to an agent is on disk, so an agent never deletes
+        # a report the scheduler could still lose.
+        self._db = connect(self.path, SCHEMA, "FULL" if durable else "NORMAL")
         # Group commit state: the open batch's generation, the first generation not yet
         # committed, and generations that were rolled back.
         self._in_txn = False

@@ -13,7 +13,6 @@ is no API server, in `gsched serve --cluster` mode).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gsched.scheduler.profiles import LearnedProfile
+from gsched.scheduler.sqlite import connect
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS profiles (workload TEXT PRIMARY KEY, profile TEXT NOT NULL,"
@@ -52,18 +52,10 @@ class Store:
     def __init__(self, path: Path | str = ":memory:") -> None:
         self.path = str(path)
         self._lock = threading.Lock()
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a crash of gsched loses nothing committed; a power cut may lose the
-            # last binds' rows, whose GPUs are also on the pods (gsched.io/gpus). FULL
-            # would put an fsync (milliseconds on shared disks) into every bind.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        for stmt in SCHEMA:
-            self._db.execute(stmt)
+        # NORMAL: a crash of gsched loses nothing committed; a power cut may lose the
+        # last binds' rows, whose GPUs are also on the pods (gsched.io/gpus). FULL
+        # would put an fsync (milliseconds on shared disks) into every bind.
+        self._db = connect(self.path, SCHEMA, "NORMAL")
 
     def close(self) -> None:
         with self._lock:
