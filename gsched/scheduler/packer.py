@@ -1187,17 +1187,10 @@ def eject(prob: PackProblem, pk: _Packing, budget: _Budget,
     return emptied
 
 
-def _fill_sq(prob: PackProblem, pk: _Packing, gpus: Sequence[int]) -> float:
-    """Sum over `gpus` of (daily fill fraction)^2: higher when load is concentrated,
-    which leaves some GPU nearly empty for the next step to clear."""
-    f = (prob.cap - pk.resid[list(gpus)]).sum(axis=1) / float(prob.cap * prob.slots)
-    return float((f ** 2).sum())
-
-
 #: deterministic time charged per ruin-and-recreate step, and per fit-test element
 #: (calibrated so a deterministic run takes about its wall-clock budget)
 RR_STEP_DTIME = 1e-4
-RR_ELEM_DTIME = 1e-9
+RR_ELEM_DTIME = 7e-10
 #: above this many GPUs in use, a random sample of them receives in a step (cheaper
 #: steps beat a fleet-wide best fit at 10,000 workloads)
 RR_RECEIVERS = 600
@@ -1215,12 +1208,13 @@ def ruin_recreate(prob: PackProblem, pk: _Packing, budget: _Budget, rng: np.rand
     where its tightest slot stays tightest ("valley" best fit: the GPU whose smallest
     residual after it is smallest), re-opening a freed GPU only when nothing fits. The
     step is kept when it uses fewer GPUs, or as many with the load at least as
-    concentrated (`_fill_sq`), or as many at all with probability `walk` (a random
-    walk on the plateau escapes where pure descent stalls), else undone. Runs until
-    `reserve` seconds of the budget are left or the GPU count is down to `target` (a
-    lower bound); each step charges deterministic time by the work it did, so a seed
-    gives one plan. Skips
-    move-counted (current) placements: the caller's CP-SAT LNS handles those. Returns
+    concentrated (higher sum of squared daily fill over the GPUs it touched: that
+    leaves some GPU nearly empty for a later step to clear), or as many at all with
+    probability `walk` (a random walk on the plateau escapes where pure descent
+    stalls), else undone. Runs until `reserve` seconds of the budget are left or the
+    GPU count is down to `target` (a lower bound); each step charges deterministic
+    time by the work it did, so a seed gives one plan. Skips move-counted (current)
+    placements: the caller's CP-SAT LNS handles those. Returns
     the number of GPUs emptied.
     """
     n = prob.n_items
@@ -1235,9 +1229,13 @@ def ruin_recreate(prob: PackProblem, pk: _Packing, budget: _Budget, rng: np.rand
         if pk.where[i] is not None:
             pinned[list(pk.where[i])] = True
     size = (u.astype(np.float64) ** 2).sum(axis=1)
+    area = u.sum(axis=1)
+    full = float(prob.cap * prob.slots)
+    gpu_area = prob.cap * prob.slots - pk.resid.sum(axis=1)  # kept up to date below
     rank = _gpu_order(prob)
     stop = budget.iterations + max_iterations if max_iterations is not None else None
     emptied = 0
+
     while (not budget.done() and budget.left() > reserve and int(pk.count.astype(bool).sum())
            > target and (stop is None or budget.iterations < stop)):
         budget.iterations += 1
@@ -1245,10 +1243,9 @@ def ruin_recreate(prob: PackProblem, pk: _Packing, budget: _Budget, rng: np.rand
         pool = np.flatnonzero(used & ~pk.excl & ~pinned)
         if len(pool) < 2:
             break
-        fill = (prob.cap - pk.resid[pool]).sum(axis=1)
-        order = pool[np.argsort(fill, kind="stable")]
         k = int(rng.integers(k_range[0], k_range[1] + 1))
-        first = int(order[min(int(rng.exponential(len(order) / 10)), len(order) - 1)])
+        nth = min(int(rng.exponential(len(pool) / 10)), len(pool) - 1)
+        first = int(pool[np.argpartition(gpu_area[pool], nth)[nth]])
         rest = pool[pool != first]
         others = rng.choice(rest, size=min(k - 1, len(rest)), replace=False)
         ruined = [first] + [int(g) for g in others]
@@ -1258,22 +1255,25 @@ def ruin_recreate(prob: PackProblem, pk: _Packing, budget: _Budget, rng: np.rand
             continue
         before = pk.cost(), int(used.sum())
         old = {i: pk.where[i] for i in items}
+        delta: dict[int, int] = {}
         for i in items:
+            g = old[i][0]
             pk.take(i)
-        touched = set(ruined)
-        open_ = used.copy()
-        if int(open_.sum()) > RR_RECEIVERS:  # large fleets: a random sample receives
-            open_[:] = False
-            open_[rng.choice(np.flatnonzero(used), size=RR_RECEIVERS, replace=False)] = True
-            open_[ruined] = True
-        budget.dtime += (RR_STEP_DTIME
-                         + RR_ELEM_DTIME * len(items) * int(open_.sum()) * prob.slots)
+            gpu_area[g] -= area[i]
+            delta[g] = delta.get(g, 0) - int(area[i])
+        if int(used.sum()) > RR_RECEIVERS:  # large fleets: a random sample receives
+            recv = np.concatenate((rng.choice(np.flatnonzero(used), size=RR_RECEIVERS,
+                                              replace=False), ruined))
+        else:
+            recv = np.flatnonzero(used)
+        budget.dtime += RR_STEP_DTIME + RR_ELEM_DTIME * len(items) * len(recv) * prob.slots
+        base = ~pk.excl[recv]
         jitter = size[items] * rng.uniform(1 - noise, 1 + noise, len(items))
         ok = True
         for j in np.argsort(-jitter, kind="stable"):
             i = items[j]
-            cand = np.flatnonzero(open_ & (pk.count > 0) & prob.allowed(i) & ~pk.excl
-                                  & (pk.mem_free >= prob.mem[i]))
+            cand = recv[base & (pk.count[recv] > 0) & prob.allowed(i)[recv]
+                        & (pk.mem_free[recv] >= prob.mem[i])]
             fit = cand[(pk.resid[cand] >= u[i]).all(axis=1)]
             if len(fit):
                 after = pk.resid[fit] - u[i]
@@ -1287,32 +1287,28 @@ def ruin_recreate(prob: PackProblem, pk: _Packing, budget: _Budget, rng: np.rand
                     break
                 g = min(empty, key=lambda x: (prob.gpu_price[x], rank[x]))
             pk.put(i, (g,))
-            touched.add(g)
-        keep = False
+            gpu_area[g] += area[i]
+            delta[g] = delta.get(g, 0) + int(area[i])
+        placed = [i for i in items if pk.where[i] is not None]
         if ok:
             after_key = pk.cost(), int(pk.used().sum())
-            region = sorted(touched)
-            placed = {i: pk.where[i] for i in items}
-            new_sq = _fill_sq(prob, pk, region)
-            for i in items:
-                pk.take(i)
-            for i in items:
-                pk.put(i, old[i])
+            region = np.array(sorted(delta), dtype=np.int64)
+            now = gpu_area[region] / full
+            was = (gpu_area[region] - np.array([delta[g] for g in region])) / full
             keep = after_key < before or (after_key == before
-                                          and (new_sq >= _fill_sq(prob, pk, region) - 1e-12
+                                          and (float((now ** 2).sum())
+                                               >= float((was ** 2).sum()) - 1e-12
                                                or rng.random() < walk))
             if keep:
-                for i in items:
-                    pk.take(i)
-                for i in items:
-                    pk.put(i, placed[i])
                 emptied += before[1] - after_key[1]
-        else:
-            for i in items:
-                if pk.where[i] is not None:
-                    pk.take(i)
-            for i in items:
-                pk.put(i, old[i])
+                continue
+        for i in placed:
+            g = pk.where[i][0]
+            pk.take(i)
+            gpu_area[g] -= area[i]
+        for i in items:
+            pk.put(i, old[i])
+            gpu_area[old[i][0]] += area[i]
     return emptied
 
 
