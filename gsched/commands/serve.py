@@ -66,6 +66,10 @@ def serve_cmd(
         help="The leader evicts preemptible training pods the policy wants moved out before "
              "a predicted peak (tidal), so their controller recreates them elsewhere.")]
     = True,
+    history_resolution: Annotated[float, typer.Option(
+        min=0.0, help="Seconds per stored usage row per series (mean of the samples in it); "
+                      "0 stores every sample. 15-minute profiles need no finer than 60.")]
+    = 60.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")]
     = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
@@ -101,7 +105,7 @@ def serve_cmd(
     pol = make_policy(policy, PolicyConfig(headroom=headroom))
     metrics = SchedulerMetrics()
     store = Store(db)
-    history = UsageHistory(db)
+    history = UsageHistory(db, resolution_s=history_resolution)
     stoppers: list = []
 
     if cluster is not None:
