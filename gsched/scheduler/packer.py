@@ -1317,7 +1317,7 @@ def pack(workloads: Sequence[Workload], cluster: Cluster, headroom: float = 0.1,
          deterministic: bool = True, move_budget: int | None = None,
          max_iterations: int = 100_000, neighbourhood: int = 12,
          full_model_max_vars: int = 3_000, slots: int | None = None,
-         sub_limit: float = 0.5, rr_share: float = 0.75) -> PackPlan:
+         sub_limit: float = 0.5, rr_share: float = 0.9) -> PackPlan:
     """Pack `workloads` on `cluster`: greedy start, then CP-SAT (whole or by LNS)."""
     prob = build_problem(workloads, cluster, headroom, slots)
     return pack_problem(prob, time_limit=time_limit, seed=seed, workers=workers,
@@ -1331,7 +1331,7 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
                  deterministic: bool = True, move_budget: int | None = None,
                  max_iterations: int = 100_000, neighbourhood: int = 12,
                  full_model_max_vars: int = 3_000, sub_limit: float = 0.5,
-                 rr_share: float = 0.75
+                 rr_share: float = 0.9
                  ) -> tuple[PackPlan, dict[str, tuple[str, list[int]]]]:
     """`pack` on an already built problem; also returns the raw assignment mapping.
 
