@@ -138,3 +138,16 @@ def test_lucid_fit_has_a_knee_and_slows_busy_pairs(traces_dir):
     assert m.speed(0.3) == pytest.approx(1.0)
     assert 0.7 < m.speed(1.0) < 0.9
     assert (m.knee, m.slope) == (BUILTIN.knee, BUILTIN.slope)
+
+
+def test_timeline_follows_the_profile_through_a_quiet_day():
+    # One service, no other events all day: the plot still sees its daily curve.
+    prof = np.linspace(0.0, 0.95, 96)
+    svc = Job(id="svc", kind="inference", submit_time=0, profile=prof, priority=100)
+    tr = Trace(jobs=[svc], source="hand")
+    res = simulate(tr, one_node(1), make_policy("binpack"), SimConfig(until_s=86400))
+    points = res.timeline
+    assert 90 <= len(points) <= 97
+    for t, alloc, util in points:
+        assert alloc == pytest.approx(1.0)
+        assert util == pytest.approx(prof[int(t % 86400 // 900)])

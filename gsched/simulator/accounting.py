@@ -122,8 +122,27 @@ class Accounting:
         self.occupied_s += dt * self.occupied_now
         self.cost += dt * self.cost_rate
         self.last_t = t
-        if t - self._last_sample >= self.slot_len:
-            slot = int((t % DAY_SECONDS) // self.slot_len)
-            self.timeline.append((t, self.alloc_now / self.total_gpus,
-                                  self.util_by_slot[slot] / self.total_gpus))
-            self._last_sample = t
+        self._sample(t0, t)
+
+    def _sample(self, t0: float, t1: float) -> None:
+        """Timeline points for the plot: at most one per slot, at slot boundaries too.
+
+        The state does not change between events, but utilisation follows the profiles,
+        so a quiet stretch is sampled at each slot it crosses (exact, not interpolated).
+        """
+        if t1 - self._last_sample < self.slot_len:  # the common case: nothing to add
+            return
+        start = max(self._last_sample + self.slot_len, t0)
+        first = np.ceil(start / self.slot_len) * self.slot_len
+        bounds = np.arange(first, t1, self.slot_len)
+        if len(bounds) > 4 * self.slots:  # a long idle stretch: thin to 4 days' worth
+            bounds = bounds[:: int(np.ceil(len(bounds) / (4 * self.slots)))]
+        alloc = self.alloc_now / self.total_gpus
+        for b in bounds:
+            slot = int((b % DAY_SECONDS) // self.slot_len)
+            self.timeline.append((float(b), alloc, self.util_by_slot[slot] / self.total_gpus))
+            self._last_sample = float(b)
+        if t1 - self._last_sample >= self.slot_len:
+            slot = int((t1 % DAY_SECONDS) // self.slot_len)
+            self.timeline.append((t1, alloc, self.util_by_slot[slot] / self.total_gpus))
+            self._last_sample = t1

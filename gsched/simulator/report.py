@@ -125,8 +125,9 @@ def plot_timelines(path: Path, title: str, timelines: dict[str, list[tuple[float
                 continue
             t0 = tl[0][0]
             hours = [(t - t0) / 3600 for t, _, _ in tl]
-            ax1.plot(hours, [a * 100 for _, a, _ in tl], label=name, lw=1)
-            ax2.plot(hours, [u * 100 for _, _, u in tl], label=name, lw=1)
+            # Figures are constant until the next point: draw steps, not slopes.
+            ax1.step(hours, [a * 100 for _, a, _ in tl], where="post", label=name, lw=1)
+            ax2.step(hours, [u * 100 for _, _, u in tl], where="post", label=name, lw=1)
         ax1.set_ylabel("GPU allocation (%)")
         ax2.set_ylabel("GPU utilisation (%)")
         ax2.set_xlabel("hours since first arrival")
