@@ -64,6 +64,11 @@ class LoadIndex:
         # slot-major copies: reading a few slots for every GPU is then contiguous
         self.load_t = np.zeros((t, n, g))
         self.firm_t = np.zeros((t, n, g))
+        # per GPU, the highest load over the coming window (for flat-load jobs) and the
+        # capacity a training job may fill; valid for `_win_slot` and current versions
+        self._win_slot = -1
+        self.win_max = np.zeros((n, g))
+        self.train_cap = np.where(state.inference_on_gpu > 0, self.cap, 1.0) + EPS
         self._job_cache: dict[tuple, tuple[np.ndarray, np.ndarray, int, float, float]] = {}
 
     # ------------------------------------------------------------------ cache
@@ -76,6 +81,10 @@ class LoadIndex:
         np.maximum(firm, 0.0, out=firm)
         self.load_t[:, changed] = np.moveaxis(st.load[changed], 2, 0)
         self.firm_t[:, changed] = np.moveaxis(firm, 2, 0)
+        self.train_cap[changed] = np.where(st.inference_on_gpu[changed] > 0, self.cap, 1.0) + EPS
+        if self._win_slot >= 0:
+            win = (self._win_slot + np.arange(self.window)) % st.slots
+            self.win_max[changed] = self.load_t[win][:, changed].max(axis=0)
         self.firm_block[:, changed] = np.moveaxis(
             firm.reshape(len(changed), st.max_gpus, self.blocks, -1).max(axis=3), 2, 0)
         self.firm_peak[changed] = firm.max(axis=2)
@@ -99,6 +108,14 @@ class LoadIndex:
     def window_slots(self) -> np.ndarray:
         s = self.state.current_slot
         return (s + np.arange(self.window)) % self.state.slots
+
+    def window_max(self) -> np.ndarray:
+        """Per GPU, the highest total load over the coming window (call after refresh)."""
+        s = self.state.current_slot
+        if s != self._win_slot:
+            self.win_max = self.load_t[self.window_slots()].max(axis=0)
+            self._win_slot = s
+        return self.win_max
 
     # ------------------------------------------------------------------ fit
     def node_mask(self, job: Job) -> np.ndarray:
@@ -136,7 +153,7 @@ class LoadIndex:
         if infer:
             cap = np.full(base.shape, self.cap + EPS)
         else:
-            cap = np.where(st.inference_on_gpu[rows] > 0, self.cap, 1.0) + EPS
+            cap = self.train_cap[rows]
         if lpeak > (self.cap if infer else 1.0) + EPS:  # exclusive: whole empty GPUs only
             ok = base & (jobs_on == 0)
             ok_full[rows] = ok
@@ -144,11 +161,14 @@ class LoadIndex:
             return GpuFit(ok_full, score_full)
         # window: everything placed (preemptible too) plus the job, next `window` slots
         win = self.window_slots()
-        ok = base.copy()
-        room = np.empty(base.shape)
-        for s in win:  # one contiguous (nodes x gpus) slab per slot: cache-sized temporaries
-            np.subtract(cap, self.load_t[s][rows], out=room)
-            ok &= room >= load[s]
+        if job.profile is None:  # flat load: only the window's highest load matters
+            ok = base & (self.window_max()[rows] + lpeak <= cap)
+        else:
+            ok = base.copy()
+            room = np.empty(base.shape)
+            for s in win:  # one contiguous (nodes x gpus) slab per slot
+                np.subtract(cap, self.load_t[s][rows], out=room)
+                ok &= room >= load[s]
         firm_peak = self.firm_peak[rows]
         if job.profile is None:
             # A flat load: the day's new peak is the firm peak plus the load, exactly.
@@ -170,8 +190,11 @@ class LoadIndex:
         inter = 1.0 - (new_peak - firm_peak) / max(lpeak, EPS)
         score = (W_OCCUPIED * (jobs_on > 0) + W_INTERLEAVE * np.clip(inter, 0.0, 1.0)
                  + W_FILL * np.minimum(self.firm_mean[rows] + lmean, 1.0))
+        score = np.where(ok, score, -np.inf)
+        if isinstance(rows, slice):  # every row asked: the arrays are the answer
+            return GpuFit(ok, score)
         ok_full[rows] = ok
-        score_full[rows] = np.where(ok, score, -np.inf)
+        score_full[rows] = score
         return GpuFit(ok_full, score_full)
 
     def node_scores(self, job: Job, nodes: np.ndarray | None = None
