@@ -27,6 +27,7 @@ import pynvml
 
 from gsched.agents.model import GpuReading, NodeSample, PodUsage
 from gsched.agents.pods import PodAttributor, PodRef
+from gsched.agents.source import ClosingSource
 from gsched.errors import UnavailableError
 
 MIB = 1024 * 1024
@@ -50,7 +51,7 @@ def _decode(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-class NvmlSource:
+class NvmlSource(ClosingSource):
     """Samples GPUs through NVML. `open()` first; `sample()` every interval."""
 
     kind = "nvml"
@@ -85,13 +86,6 @@ class NvmlSource:
             except pynvml.NVMLError:
                 pass
             self._open = False
-
-    def __enter__(self) -> NvmlSource:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def gpu_count(self) -> int:

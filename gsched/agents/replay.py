@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from gsched.agents.model import GpuReading, NodeSample, PodUsage
+from gsched.agents.source import ClosingSource
 from gsched.errors import InputError
 from gsched.models import DAY_SECONDS, DEFAULT_GPU_MEMORY_MIB
 
@@ -138,7 +139,7 @@ def parse_source(spec: str) -> tuple[str, Path | None]:
                      field="--source")
 
 
-class ReplaySource:
+class ReplaySource(ClosingSource):
     """A virtual node of `gpus` GPUs replaying a trace; same interface as `NvmlSource`."""
 
     kind = "replay"
@@ -192,13 +193,6 @@ class ReplaySource:
 
     def close(self) -> None:
         pass
-
-    def __enter__(self) -> ReplaySource:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def gpu_count(self) -> int:

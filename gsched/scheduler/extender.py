@@ -223,6 +223,12 @@ class Extender:
         idx = np.fromiter((index.get(n, -1) for n in names), dtype=np.int64, count=len(names))
         return self._keep(_NameList(names, idx))
 
+    def _locate(self, names: list[str]) -> tuple[_NameList, np.ndarray, np.ndarray]:
+        """Stamp the clock and resolve node names to indices (-1: unknown). Hold the lock."""
+        self.state.now = self.clock()
+        nl = self._name_list(names)
+        return nl, nl.idx, nl.idx >= 0
+
     def _keep(self, nl: _NameList) -> _NameList:
         self._lists.insert(0, nl)
         del self._lists[_RECENT_LISTS:]
@@ -277,10 +283,7 @@ class Extender:
             return _filter_result(cache_mode, names, items, None, {}, {})
         job = pj.job
         with self.lock:
-            self.state.now = self.clock()
-            nl = self._name_list(names)
-            idx = nl.idx
-            known = idx >= 0
+            nl, idx, known = self._locate(names)
             reasons = np.zeros(len(names), dtype=np.int64)
             if known.any():
                 reasons[known] = self.policy.filter(self.state, job)[idx[known]]
@@ -309,10 +312,7 @@ class Extender:
             return [{"Host": n, "Score": 0} for n in names]
         job = pj.job
         with self.lock:
-            self.state.now = self.clock()
-            nl = self._name_list(names)
-            idx = nl.idx
-            known = idx >= 0
+            nl, idx, known = self._locate(names)
             feasible = self.policy.feasible(self.state, job)
             scores = np.zeros(len(names), dtype=np.int64)
             if feasible.any():
