@@ -43,9 +43,9 @@ from gsched.agents.model import GpuReading, NodeSample, PodUsage  # noqa: E402
 from gsched.agents.nvml import NvmlSource  # noqa: E402
 from gsched.agents.pods import PodAttributor, PodDirectory, PodInfo  # noqa: E402
 from gsched.agents.reporter import ReportBuilder  # noqa: E402
-from gsched.scheduler.history import UsageHistory  # noqa: E402
-from gsched.scheduler.ingest import IngestService  # noqa: E402
-from gsched.scheduler.metrics import SchedulerMetrics  # noqa: E402
+from gsched.scheduler.extender.history import UsageHistory  # noqa: E402
+from gsched.scheduler.extender.ingest import IngestService  # noqa: E402
+from gsched.scheduler.extender.metrics import SchedulerMetrics  # noqa: E402
 
 
 def fake_node(workdir: Path) -> NvmlSource:

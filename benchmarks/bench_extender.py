@@ -41,8 +41,8 @@ import orjson
 from kubernetes import client
 
 from gsched.models import Job
-from gsched.scheduler.extender import job_to_json
-from gsched.scheduler.store import Assignment, Store
+from gsched.scheduler.extender.store import Assignment, Store
+from gsched.scheduler.extender.verbs import job_to_json
 
 API = client.ApiClient()
 SLOTS = 96

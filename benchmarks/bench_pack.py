@@ -1,4 +1,4 @@
-"""Packing quality and solve time of the tidal packer (`gsched.scheduler.packer`).
+"""Packing quality and solve time of the tidal packer (`gsched.scheduler.packing`).
 
 For 100, 1,000 and 10,000 workloads with real daily curves (see tidal_workloads.py):
 GPUs used by peak-reservation FFD, profile-aware FFD and the packer (greedy + eject +
@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tidal_workloads import cluster_for, tidal_mix  # noqa: E402
 
-from gsched.scheduler.packer import build_problem, check_plan, pack_problem  # noqa: E402
+from gsched.scheduler.packing.pack import pack_problem  # noqa: E402
+from gsched.scheduler.packing.plan import check_plan  # noqa: E402
+from gsched.scheduler.packing.problem import build_problem  # noqa: E402
 
 
 def run(n: int, mix: str, time_limit: float, headroom: float, seed: int) -> dict:

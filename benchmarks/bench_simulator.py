@@ -20,8 +20,8 @@ import platform
 import time
 
 from gsched.models import Cluster, Node
-from gsched.scheduler.policy import PolicyConfig
-from gsched.scheduler.registry import POLICIES, make_policy
+from gsched.scheduler.policies.policy import PolicyConfig
+from gsched.scheduler.policies.registry import POLICIES, make_policy
 from gsched.simulator.engine import simulate
 from gsched.simulator.inflation import inflate
 from gsched.simulator.run import run_comparison

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from gsched.models import DAY_SECONDS, Cluster, Job, Node, Trace
-from gsched.scheduler.policy import PolicyConfig
-from gsched.scheduler.profiles import learn_profiles
-from gsched.scheduler.registry import POLICIES
+from gsched.scheduler.packing.profiles import learn_profiles
+from gsched.scheduler.policies.policy import PolicyConfig
+from gsched.scheduler.policies.registry import POLICIES
 from gsched.simulator.engine import SimConfig
 from gsched.simulator.load import LoadDeviation
 from gsched.simulator.run import run_comparison

@@ -1,6 +1,6 @@
 """Realistic tidal workloads for the packer benchmarks, built from the real traces.
 
-Inference curves are learned (gsched.scheduler.profiles) from the Alibaba GenAI GPU
+Inference curves are learned (gsched.scheduler.packing.profiles) from the Alibaba GenAI GPU
 duty cycles (one profile per pod, utilisation of a whole GPU) and the eight ServeGen
 m-large clients (request rate scaled so the client's p99 window is a busy GPU). Each
 benchmark workload draws one real curve and a GPU share; training is flat at a level
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from gsched.models import Cluster, Node
-from gsched.scheduler.packer import Workload
-from gsched.scheduler.profiles import learn_profiles, samples_from_long
+from gsched.scheduler.packing.problem import Workload
+from gsched.scheduler.packing.profiles import learn_profiles, samples_from_long
 from gsched.traces.paths import shared_traces_dir
 
 

@@ -14,10 +14,10 @@ from typing import Any
 from kubernetes import client
 
 from gsched.models import Cluster, Node
-from gsched.scheduler.extender import Extender
-from gsched.scheduler.metrics import SchedulerMetrics
-from gsched.scheduler.registry import make_policy
-from gsched.scheduler.server import ExtenderServer, ServerConfig
+from gsched.scheduler.extender.metrics import SchedulerMetrics
+from gsched.scheduler.extender.server import ExtenderServer, ServerConfig
+from gsched.scheduler.extender.verbs import Extender
+from gsched.scheduler.policies.registry import make_policy
 
 API = client.ApiClient()
 

@@ -79,13 +79,13 @@ def demo_cmd(
     """Run replay agents, the scheduler and Prometheus on loopback; print live numbers."""
     from gsched.errors import InputError, UnavailableError
     from gsched.models import Cluster, Node
-    from gsched.scheduler.extender import Extender
-    from gsched.scheduler.history import UsageHistory
-    from gsched.scheduler.ingest import IngestService
-    from gsched.scheduler.metrics import SchedulerMetrics
-    from gsched.scheduler.registry import make_policy
-    from gsched.scheduler.server import ExtenderServer, ServerConfig
-    from gsched.scheduler.store import Store
+    from gsched.scheduler.extender.history import UsageHistory
+    from gsched.scheduler.extender.ingest import IngestService
+    from gsched.scheduler.extender.metrics import SchedulerMetrics
+    from gsched.scheduler.extender.server import ExtenderServer, ServerConfig
+    from gsched.scheduler.extender.store import Store
+    from gsched.scheduler.extender.verbs import Extender
+    from gsched.scheduler.policies.registry import make_policy
     from gsched.traces.paths import shared_traces_dir
 
     trace = trace or shared_traces_dir() / DEFAULT_TRACE

@@ -58,7 +58,9 @@ def pack_cmd(
 ) -> None:
     """Pack workloads on GPUs by their daily load profiles; print the plan."""
     from gsched.models import Cluster, Node
-    from gsched.scheduler.packer import Workload, build_problem, gpu_usage, pack_problem
+    from gsched.scheduler.packing.pack import pack_problem
+    from gsched.scheduler.packing.plan import gpu_usage
+    from gsched.scheduler.packing.problem import Workload, build_problem
     from gsched.traces.cluster import load_cluster
     from gsched.traces.files import atomic_write_text
 

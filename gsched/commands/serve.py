@@ -76,14 +76,14 @@ def serve_cmd(
 ) -> None:
     """Serve the kube-scheduler extender API (filter, prioritize, bind, preempt),
     /healthz, /readyz, /metrics and agent reports (POST /v1/reports)."""
-    from gsched.scheduler.extender import Extender
-    from gsched.scheduler.history import UsageHistory
-    from gsched.scheduler.ingest import IngestService
-    from gsched.scheduler.metrics import SchedulerMetrics
-    from gsched.scheduler.policy import PolicyConfig
-    from gsched.scheduler.registry import make_policy
-    from gsched.scheduler.server import ExtenderServer, ServerConfig
-    from gsched.scheduler.store import Store
+    from gsched.scheduler.extender.history import UsageHistory
+    from gsched.scheduler.extender.ingest import IngestService
+    from gsched.scheduler.extender.metrics import SchedulerMetrics
+    from gsched.scheduler.extender.server import ExtenderServer, ServerConfig
+    from gsched.scheduler.extender.store import Store
+    from gsched.scheduler.extender.verbs import Extender
+    from gsched.scheduler.policies.policy import PolicyConfig
+    from gsched.scheduler.policies.registry import make_policy
     from gsched.traces.cluster import load_cluster
 
     logging.basicConfig(level=log_level.upper(),
@@ -109,7 +109,7 @@ def serve_cmd(
     stoppers: list = []
 
     if cluster is not None:
-        from gsched.scheduler.leader import StaticLeader
+        from gsched.scheduler.extender.leader import StaticLeader
 
         inventory = load_cluster(cluster)
         ext = Extender(inventory, pol, store=store, metrics=metrics)
@@ -123,15 +123,15 @@ def serve_cmd(
         from kubernetes import client
 
         from gsched.models import Cluster
-        from gsched.scheduler.kube import (
+        from gsched.scheduler.extender.kube import (
             KubeBinder,
             KubeSync,
             leader_labeller,
             load_kube_config,
             pod_evictor,
         )
-        from gsched.scheduler.leader import LeaderElector
-        from gsched.scheduler.planner import Planner
+        from gsched.scheduler.extender.leader import LeaderElector
+        from gsched.scheduler.extender.planner import Planner
 
         api = load_kube_config(str(kubeconfig) if kubeconfig else None)
         core = client.CoreV1Api(api)

@@ -53,8 +53,8 @@ def simulate_cmd(
     = False,
 ) -> None:
     """Replay a trace through every policy and print them side by side."""
-    from gsched.scheduler.policy import PolicyConfig
-    from gsched.scheduler.registry import policy_names
+    from gsched.scheduler.policies.policy import PolicyConfig
+    from gsched.scheduler.policies.registry import policy_names
     from gsched.simulator.engine import SimConfig
     from gsched.simulator.load import LoadDeviation
     from gsched.simulator.report import plot_timelines, print_table, write_json

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from gsched.models import DAY_SECONDS
-from gsched.scheduler.state import EPS, ClusterState
+from gsched.scheduler.policies.state import EPS, ClusterState
 
 
 def slot_durations(t0: float, t1: float, slots: int) -> np.ndarray:

@@ -25,9 +25,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from gsched.models import DAY_SECONDS, Cluster, Job, Trace
-from gsched.scheduler.policy import Policy, place
-from gsched.scheduler.preemption import find_victims
-from gsched.scheduler.state import ClusterState, Placement
+from gsched.scheduler.policies.policy import Policy, place
+from gsched.scheduler.policies.preemption import find_victims
+from gsched.scheduler.policies.state import ClusterState, Placement
 from gsched.simulator.accounting import Accounting
 from gsched.simulator.colocation import BUILTIN, ColocationModel
 from gsched.simulator.load import LoadDeviation

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gsched.models import Cluster, Job, Trace
-from gsched.scheduler.fgd import TaskTypes
-from gsched.scheduler.policy import Policy, place
-from gsched.scheduler.state import ClusterState, Placement
+from gsched.scheduler.policies.fgd import TaskTypes
+from gsched.scheduler.policies.policy import Policy, place
+from gsched.scheduler.policies.state import ClusterState, Placement
 
 
 @dataclass

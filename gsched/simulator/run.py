@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gsched.models import Cluster, Trace
-from gsched.scheduler.policy import PolicyConfig
-from gsched.scheduler.registry import make_policy
+from gsched.scheduler.policies.policy import PolicyConfig
+from gsched.scheduler.policies.registry import make_policy
 from gsched.simulator.colocation import ColocationModel, default_model
 from gsched.simulator.engine import SimConfig, SimResult, simulate
 from gsched.simulator.inflation import InflationResult, inflate

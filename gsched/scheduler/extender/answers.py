@@ -1,0 +1,70 @@
+"""The canonical JSON answers of the extender verbs, and the small records behind them.
+
+Kept apart from `verbs` so that the shape of what kube-scheduler reads (which of
+`Nodes` / `NodeNames` it looks at in each mode, the neutral answer of a failed verb) is
+defined in one place.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gsched.scheduler.extender import pods as podlib
+from gsched.scheduler.extender.wire import ExtenderArgs, ExtenderPreemptionArgs, MetaPod
+
+#: how many recent node-name lists the extender remembers with their indices
+RECENT_LISTS = 4
+
+
+@dataclass
+class NameList:
+    names: list[str]
+    idx: np.ndarray
+
+
+def with_gpus(pj: podlib.PodJob, gpus: tuple[int, ...]) -> podlib.PodJob:
+    return podlib.PodJob(pj.uid, pj.namespace, pj.name, pj.node, pj.phase, pj.managed,
+                         pj.job, pj.workload, gpus, pj.deleting)
+
+
+def meta_victims(uids: Iterable[Any], pdb: int) -> dict[str, Any]:
+    return {"Pods": [{"UID": u.uid if isinstance(u, MetaPod) else u} for u in uids],
+            "NumPDBViolations": pdb}
+
+
+def filter_result(cache_mode: bool, names: list[str], items: list[dict[str, Any]],
+                   ok: np.ndarray | None, failed: dict[str, str],
+                   unresolvable: dict[str, str]) -> dict[str, Any]:
+    """`ExtenderFilterResult` in canonical form: `NodeNames` in nodeCacheCapable mode,
+    else `Nodes` with the passing Node objects (what kube-scheduler reads in each)."""
+    keep = ok.tolist() if ok is not None else None
+    res: dict[str, Any] = {"Nodes": None, "NodeNames": None, "FailedNodes": failed,
+                           "FailedAndUnresolvableNodes": unresolvable, "Error": ""}
+    if cache_mode:
+        res["NodeNames"] = names if keep is None else list(itertools.compress(names, keep))
+    else:
+        res["Nodes"] = {"metadata": {}, "items": items if keep is None
+                        else list(itertools.compress(items, keep))}
+    return res
+
+
+def error_result(verb: str, message: str, args: Any = None) -> Any:
+    """The answer of a verb that failed inside gsched (not the request's fault)."""
+    if verb == "filter":
+        return {"Nodes": None, "NodeNames": None, "FailedNodes": {},
+                "FailedAndUnresolvableNodes": {}, "Error": message}
+    if verb == "bind":
+        return {"Error": message}
+    if verb == "prioritize":  # HostPriorityList has no Error: answer neutrally
+        names = args.candidate_names() if isinstance(args, ExtenderArgs) else []
+        return [{"Host": n, "Score": 0} for n in names]
+    if verb == "preempt":  # no Error either: leave kube-scheduler's victims as they were
+        cands = args.meta_victims() if isinstance(args, ExtenderPreemptionArgs) else {}
+        return {"NodeNameToMetaVictims": {n: meta_victims(v.pods or [], v.num_pdb_violations)
+                                          for n, v in cands.items()}}
+    return {"Error": message}

@@ -1,0 +1,169 @@
+"""The greedy start: profile-aware first-fit / best-fit decreasing, vectorised over GPUs.
+
+Its plan is always feasible; the search starts from it and CP-SAT takes it as a hint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gsched.errors import InputError
+from gsched.scheduler.packing.problem import PackProblem
+
+
+class Packing:
+    """A mutable assignment with per-GPU residual capacity: the LNS incumbent."""
+
+    def __init__(self, prob: PackProblem) -> None:
+        self.prob = prob
+        self.resid = np.full((prob.n_gpus, prob.slots), prob.cap, dtype=np.int64)
+        self.mem_free = prob.gpu_mem.copy()
+        self.count = np.zeros(prob.n_gpus, dtype=np.int64)
+        self.where: list[tuple[int, ...] | None] = [None] * prob.n_items
+        self.on_gpu: list[set[int]] = [set() for _ in range(prob.n_gpus)]
+        self.excl = np.zeros(prob.n_gpus, dtype=bool)  # holds an exclusive workload
+
+    def put(self, i: int, gpus: tuple[int, ...]) -> None:
+        g = list(gpus)
+        if self.prob.exclusive[i]:
+            self.excl[g] = True
+        self.resid[g] -= self.prob.units[i]
+        self.mem_free[g] -= self.prob.mem[i]
+        self.count[g] += 1
+        for x in g:
+            self.on_gpu[x].add(i)
+        self.where[i] = gpus
+
+    def take(self, i: int) -> None:
+        gpus = self.where[i]
+        assert gpus is not None
+        g = list(gpus)
+        if self.prob.exclusive[i]:
+            self.excl[g] = False
+        self.resid[g] += self.prob.units[i]
+        self.mem_free[g] += self.prob.mem[i]
+        self.count[g] -= 1
+        for x in g:
+            self.on_gpu[x].discard(i)
+        self.where[i] = None
+
+    def used(self) -> np.ndarray:
+        return self.count > 0
+
+    def cost(self) -> float:
+        return float(self.prob.gpu_price[self.used()].sum())
+
+    def moves(self) -> int:
+        return sum(1 for i, cur in self.prob.current.items() if self.where[i] != cur)
+
+
+def gpu_order(prob: PackProblem) -> np.ndarray:
+    """Rank of each GPU when opening new ones: cheapest first, then cluster order."""
+    order = np.lexsort((np.arange(prob.n_gpus), prob.gpu_price))
+    rank = np.empty(prob.n_gpus, dtype=np.int64)
+    rank[order] = np.arange(prob.n_gpus)
+    return rank
+
+
+def greedy(prob: PackProblem, rule: str = "best", keep_current: bool = True,
+           peak_only: bool = False) -> Packing:
+    """Profile-aware first-fit (`rule="first"`) or best-fit (`"best"`) decreasing.
+
+    Fixed workloads go first where they are; then (if `keep_current`) workloads with a
+    current placement stay there when it still fits; the rest are placed largest first
+    (GPU count, then peak, then daily load). First fit takes the lowest-ranked GPU that
+    fits in every slot; best fit the fitting GPU with the least load left over the day,
+    which is where profiles interleave best. `peak_only` books each workload's peak in
+    every slot instead: the peak-reservation baseline.
+    """
+    units = prob.units
+    if peak_only:
+        units = np.repeat(units.max(axis=1, keepdims=True), prob.slots, axis=1)
+        prob = _with_units(prob, units)
+    pk = Packing(prob)
+    for i, gpus in prob.fixed.items():
+        pk.put(i, gpus)
+    if keep_current:
+        for i, gpus in prob.current.items():
+            g = list(gpus)
+            if (i not in prob.fixed and prob.allowed(i)[g].all()
+                    and (pk.resid[g] >= units[i]).all() and (pk.mem_free[g] >= prob.mem[i]).all()
+                    and not (prob.exclusive[i] and pk.count[g].any())
+                    and not pk.excl[g].any()):
+                pk.put(i, gpus)
+    rank = gpu_order(prob)
+    todo = [i for i in range(prob.n_items) if pk.where[i] is None]
+    todo.sort(key=lambda i: (-prob.num_gpu[i], -int(units[i].max()), -int(units[i].sum()), i))
+    used = pk.used()
+    for i in todo:
+        gpus = fit_one(prob, pk, i, units[i], rule, rank, used)
+        if gpus is None:
+            raise InputError(f"workload {prob.ids[i]!r} does not fit: the cluster "
+                             f"({prob.n_gpus} GPUs) is full under this headroom", field="cluster")
+        pk.put(i, gpus)
+        used[list(gpus)] = True
+    return pk
+
+
+def _with_units(prob: PackProblem, units: np.ndarray) -> PackProblem:
+    from dataclasses import replace
+    return replace(prob, units=units, allowed_cache=prob.allowed_cache)
+
+
+def fit_one(prob: PackProblem, pk: Packing, i: int, u: np.ndarray, rule: str,
+             rank: np.ndarray, used: np.ndarray,
+             allow_empty: bool = True) -> tuple[int, ...] | None:
+    allowed = prob.allowed(i)
+    k = int(prob.num_gpu[i])
+    excl = bool(prob.exclusive[i])
+    cand_used = np.flatnonzero(used & allowed) if not excl else np.zeros(0, dtype=np.int64)
+    ok_used = cand_used
+    if len(cand_used):
+        # Cheap necessary test on the item's peak slot first, full test on survivors.
+        tp = int(np.argmax(u))
+        pre = ((pk.resid[cand_used, tp] >= u[tp]) & (pk.mem_free[cand_used] >= prob.mem[i])
+               & ~pk.excl[cand_used])
+        cand_used = cand_used[pre]
+        ok = (pk.resid[cand_used] >= u).all(axis=1)
+        ok_used = cand_used[ok]
+    empty = np.flatnonzero(~used & allowed & (pk.count == 0)) if allow_empty else cand_used[:0]
+    if k == 1:
+        if len(ok_used):
+            if rule == "first":
+                return (int(ok_used[np.argmin(rank[ok_used])]),)
+            left = (pk.resid[ok_used] - u).sum(axis=1)
+            best = np.lexsort((rank[ok_used], left))[0]
+            return (int(ok_used[best]),)
+        if len(empty):
+            return (int(empty[np.argmin(rank[empty])]),)
+        return None
+    # k GPUs on one node: candidates are fitting used GPUs plus empty ones.
+    cand = np.concatenate((ok_used, empty))
+    if len(cand) == 0:
+        return None
+    node_of = prob.gpu_node[cand]
+    per_node = np.bincount(node_of, minlength=len(prob.node_names))
+    nodes = np.flatnonzero(per_node >= k)
+    if len(nodes) == 0:
+        return None
+    is_used = used[cand]
+    if rule == "first":
+        node_rank = np.array([rank[cand[node_of == n]].min() for n in nodes])
+        node = int(nodes[np.argmin(node_rank)])
+    else:  # most already-used GPUs that fit, then lowest rank
+        used_per = np.bincount(node_of[is_used], minlength=len(prob.node_names))[nodes]
+        node_rank = np.array([rank[cand[node_of == n]].min() for n in nodes])
+        node = int(nodes[np.lexsort((node_rank, -np.minimum(used_per, k)))[0]])
+    mine = cand[node_of == node]
+    order = np.lexsort((rank[mine], ~used[mine]))
+    return tuple(sorted(int(g) for g in mine[order][:k]))
+
+
+def has_exclusive(prob: PackProblem, pk: Packing, gpus: np.ndarray) -> np.ndarray:
+    """GPUs holding an exclusive workload (nothing may join it)."""
+    return pk.excl[gpus]
+
+
+def peak_reservation_gpus(prob: PackProblem) -> int:
+    """GPUs first-fit decreasing needs when every workload books its peak all day."""
+    return int(greedy(prob, rule="first", keep_current=False, peak_only=True).used().sum())

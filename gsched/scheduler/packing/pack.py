@@ -1,0 +1,185 @@
+"""The spatial tidal packer: put workloads on GPUs by their load over the day.
+
+Kubernetes books peak requests; this packer books *profiles*. A workload is a per-GPU
+daily load profile (T slots), a GPU count (all on one node), GPU memory and optional
+allowed GPU models. A plan is feasible when on every GPU and in every slot the summed
+load stays under `1 - headroom`, memory fits, multi-GPU workloads share one node and
+model constraints hold. The objective is lexicographic: the cheapest set of GPUs (GPU
+count when prices are equal), then the fewest moves (when a current placement is
+given), then the lowest summed per-GPU peak (spare headroom).
+
+How it scales (see docs/packer.md):
+1. `greedy`: profile-aware first-fit / best-fit decreasing, vectorised over GPUs. Its
+   plan is always feasible and is the CP-SAT hint.
+2. Small instances: one CP-SAT model over every workload (`build_model` / `solve_model`).
+3. Large instances: numpy ruin-and-recreate (`ruin_recreate`: free the workloads of a
+   few GPUs, re-insert them by "valley" best fit, keep the step when it uses fewer
+   GPUs or concentrates load), thousands of cheap steps; then large-neighbourhood
+   search with CP-SAT: each step frees the workloads on a few GPUs (a lightly loaded
+   "victim" or two, and receivers with room), re-packs just those, and keeps the
+   result when it is cheaper. Everything else is background load, so a step costs the
+   same at 100 or 10,000 workloads.
+4. `check_plan` re-checks any plan from scratch with floats, independent of the model;
+   tests assert against it.
+
+Loads enter CP-SAT as integers in 1/1000 of a GPU, rounded *up*, so an integer-feasible
+plan is feasible in floats. A workload whose peak exceeds the usable capacity (e.g.
+training at 100% utilisation with 10% headroom) is *exclusive*: it books its whole
+GPUs, which is what it would get anyway. Fixed workloads (already running, not to be
+moved) are background; workloads with a `current` placement count as a move when the
+plan puts them elsewhere, and the number of moves is capped by `move_budget`.
+
+Determinism: with `deterministic=True` (default) each CP-SAT call runs one worker under
+a deterministic-time limit and the search stops on summed deterministic time and an
+iteration cap, so a fixed seed gives the same plan on any machine load. The wall-clock
+`time_limit` is then only a guard at three times its value.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from gsched.errors import InputError
+from gsched.models import Cluster
+from gsched.scheduler.packing.bounds import load_lower_bound, lower_bound
+from gsched.scheduler.packing.greedy import Packing, greedy, peak_reservation_gpus
+from gsched.scheduler.packing.lns import Budget, eject, solve_region
+from gsched.scheduler.packing.plan import Assignment, PackPlan, gpu_usage
+from gsched.scheduler.packing.problem import PackProblem, Workload, build_problem
+from gsched.scheduler.packing.ruin import ruin_recreate
+
+
+def pack(workloads: Sequence[Workload], cluster: Cluster, headroom: float = 0.1,
+         time_limit: float = 10.0, seed: int = 0, workers: int = 1,
+         deterministic: bool = True, move_budget: int | None = None,
+         max_iterations: int = 100_000, neighbourhood: int = 12,
+         full_model_max_vars: int = 3_000, slots: int | None = None,
+         sub_limit: float = 0.5, rr_share: float = 0.9) -> PackPlan:
+    """Pack `workloads` on `cluster`: greedy start, then CP-SAT (whole or by LNS)."""
+    prob = build_problem(workloads, cluster, headroom, slots)
+    return pack_problem(prob, time_limit=time_limit, seed=seed, workers=workers,
+                        deterministic=deterministic, move_budget=move_budget,
+                        max_iterations=max_iterations, neighbourhood=neighbourhood,
+                        full_model_max_vars=full_model_max_vars, sub_limit=sub_limit,
+                        rr_share=rr_share)[0]
+
+
+def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, workers: int = 1,
+                 deterministic: bool = True, move_budget: int | None = None,
+                 max_iterations: int = 100_000, neighbourhood: int = 12,
+                 full_model_max_vars: int = 3_000, sub_limit: float = 0.5,
+                 rr_share: float = 0.9
+                 ) -> tuple[PackPlan, dict[str, tuple[str, list[int]]]]:
+    """`pack` on an already built problem; also returns the raw assignment mapping.
+
+    `rr_share` of what is left of the budget after the greedy start (and of the
+    iteration cap) goes to numpy ruin-and-recreate, the rest to the CP-SAT LNS."""
+    t0 = time.perf_counter()
+    budget = Budget(time_limit, deterministic, max_iterations)
+    lb = lower_bound(prob)
+    llb = load_lower_bound(prob)
+    pr_gpus = peak_reservation_gpus(prob)
+    ffd = greedy(prob, rule="first")
+    best = greedy(prob, rule="best")
+    ffd_gpus = int(ffd.used().sum())
+    if (ffd.cost(), ffd_gpus) < (best.cost(), int(best.used().sum())):
+        best = ffd
+    greedy_gpus = int(best.used().sum())
+    if move_budget is not None and best.moves() > move_budget:
+        raise InputError(f"the current placement does not fit under this headroom and "
+                         f"needs {best.moves()} moves (budget {move_budget})",
+                         field="move_budget")
+    rng = np.random.default_rng(seed)
+    status, optimal, improvements = "greedy", False, 0
+    candidates = _full_model_gpus(prob, best)
+    n_vars = sum(int(prob.allowed(i)[candidates].sum()) for i in range(prob.n_items)
+                 if i not in prob.fixed)
+    run_lns = bool(prob.n_items)
+    if prob.n_items and n_vars <= full_model_max_vars:
+        # Small enough for one model: most of the budget goes to it; LNS gets the rest
+        # only if the model did not prove the cost optimal.
+        res = solve_region(prob, best, list(candidates), budget, seed, workers,
+                            time_limit * 0.6, move_budget, full=True, phases=True)
+        if res is not None:
+            status = res.status.lower()
+            optimal = res.status in ("OPTIMAL", "COST_OPTIMAL") and (
+                len(candidates) == prob.n_gpus or _interchangeable(prob))
+            improvements += int(res.assignment is not None)
+            run_lns = not optimal
+    if run_lns:
+        status = "lns" if status == "greedy" else status + "+lns"
+        if eject(prob, best, budget, move_budget, share=0.25 if prob.n_items > 2_000 else 1.0):
+            improvements += 1
+        if ruin_recreate(prob, best, budget, rng, reserve=budget.left() * (1 - rr_share),
+                         max_iterations=int(max_iterations * rr_share), target=lb):
+            improvements += 1
+        while not budget.done() and int(best.used().sum()) > lb:
+            victims, receivers = neighbourhood(prob, best, rng, neighbourhood)
+            if not victims or not receivers:
+                break
+            before = best.cost(), int(best.used().sum())
+            reshape = budget.iterations % 2 == 1
+            if reshape:
+                # Re-pack victims and receivers together for the lowest summed peak:
+                # flatter GPUs leave room where the next ejection needs it.
+                res = solve_region(prob, best, sorted(set(receivers) | set(victims)),
+                                    budget, seed + budget.iterations, workers, sub_limit,
+                                    move_budget)
+            else:
+                res = solve_region(prob, best, receivers, budget, seed + budget.iterations,
+                                    workers, sub_limit, move_budget, victims=victims,
+                                    objective=False)
+            if res is None:
+                budget.iterations += 1
+                continue
+            if reshape and res.assignment is not None:
+                # a full pass is affordable on small instances; large ones stay local
+                region = sorted(set(receivers) | set(victims))
+                eject(prob, best, budget, move_budget, passes=1,
+                      only=region if prob.n_items > 2_000 else None)
+            if (best.cost(), int(best.used().sum())) < before:
+                improvements += 1
+    used = best.used()
+    gpus_used = int(used.sum())
+    if gpus_used == lb and not optimal:
+        optimal = bool(np.allclose(prob.gpu_price, prob.gpu_price[0])) if prob.n_gpus else True
+    assignment = {prob.ids[i]: (prob.node_names[prob.gpu_node[g[0]]],
+                                [int(prob.gpu_local[x]) for x in g])
+                  for i, g in enumerate(best.where) if g is not None}
+    summed_peak = float(sum(u.peak for u in gpu_usage(prob, assignment)))
+    plan = PackPlan(
+        assignments=[Assignment(workload=w, node=n, gpus=gl) for w, (n, gl) in assignment.items()],
+        gpus_used=gpus_used, cost_per_hour=float(prob.gpu_price[used].sum()),
+        summed_peak=summed_peak, lower_bound=lb, load_lower_bound=llb,
+        gap=(gpus_used - lb) / lb if lb else 0.0, status=status, optimal=optimal,
+        peak_reservation_gpus=pr_gpus, profile_ffd_gpus=ffd_gpus, greedy_gpus=greedy_gpus,
+        solve_seconds=time.perf_counter() - t0, slots=prob.slots, headroom=prob.headroom,
+        moves=best.moves(), move_budget=move_budget,
+        exclusive_workloads=int(prob.exclusive.sum()), lns_iterations=budget.iterations,
+        lns_improvements=improvements, seed=seed)
+    return plan, assignment
+
+
+def _interchangeable(prob: PackProblem) -> bool:
+    """All GPUs alike and every workload single-GPU: any plan can be relabelled onto the
+    GPUs greedy used, so a model over just those loses nothing."""
+    return (prob.n_gpus > 0 and bool((prob.num_gpu == 1).all()) and not prob.current
+            and len(set(prob.gpu_model)) == 1 and bool((prob.gpu_mem == prob.gpu_mem[0]).all())
+            and bool(np.allclose(prob.gpu_price, prob.gpu_price[0])))
+
+
+def _full_model_gpus(prob: PackProblem, pk: Packing) -> np.ndarray:
+    """GPUs a whole-instance model considers: all of a small cluster, else the nodes the
+    greedy plan uses plus as many spare nodes (an optimum never needs more GPUs)."""
+    if _interchangeable(prob):
+        return np.flatnonzero(pk.used())
+    if prob.n_gpus <= 64:
+        return np.arange(prob.n_gpus)
+    used_nodes = np.unique(prob.gpu_node[pk.used()])
+    spare = [n for n in np.argsort(prob.gpu_price[prob.node_first], kind="stable")
+             if n not in set(used_nodes)][: len(used_nodes)]
+    nodes = np.concatenate((used_nodes, np.array(spare, dtype=np.int64)))
+    return np.flatnonzero(np.isin(prob.gpu_node, nodes))

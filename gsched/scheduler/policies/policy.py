@@ -1,0 +1,168 @@
+"""The policy interface: one placement decision at a time, over plain data.
+
+A policy answers three questions about a job against a `ClusterState`:
+- `filter`: which nodes can take it now, with a reason code for each that cannot;
+- `score`: how good each feasible node is (higher is better, any scale);
+- `choose_gpus`: which GPUs of the chosen node it gets.
+
+`place` strings them together for the simulator; the Kubernetes extender calls the three
+separately for its filter / prioritize / bind verbs. Neither driver knows anything about
+a policy beyond this interface, so what the simulator scores is what the extender runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from gsched.models import Job
+from gsched.scheduler.policies.state import EPS, ClusterState, NoFit, Placement, Reason
+
+
+class PolicyConfig(BaseModel):
+    """Knobs shared by all policies; each policy reads the ones it needs."""
+
+    headroom: float = Field(default=0.1, ge=0, lt=1,
+                            description="share of each GPU kept free of predicted load")
+    seed: int = 0
+    #: Jobs that describe the expected workload (FGD's target distribution).
+    workload: list[Job] = Field(default_factory=list)
+
+    model_config = {"arbitrary_types_allowed": True}
+
+
+class Policy:
+    """Base class: request-based fitting; subclasses override `score` (and maybe more)."""
+
+    name = "base"
+    #: True when the policy books daily profiles rather than fixed requests.
+    profile_aware = False
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        self.config = config or PolicyConfig()
+
+    # -- what a job books ------------------------------------------------------
+    def reservation(self, job: Job) -> float:
+        """Share of each of its GPUs the job books: its request, by default."""
+        return job.gpu_share
+
+    # -- the three questions ---------------------------------------------------
+    def filter(self, state: ClusterState, job: Job) -> np.ndarray:
+        """Reason code per node; 0 (`Reason.FITS`) where the job fits now."""
+        return state.fit_reasons(job, self.reservation(job))
+
+    def feasible(self, state: ClusterState, job: Job) -> np.ndarray:
+        """Boolean mask of nodes that fit now: `filter(...) == 0`, without the reasons.
+
+        Request-based policies take a fast path; a policy that overrides `filter` is
+        answered through its own filter, so the two can never disagree.
+        """
+        if type(self).filter is Policy.filter:
+            return state.fit_mask(job, self.reservation(job))
+        return self.filter(state, job) == 0
+
+    def fit_key(self, job: Job) -> tuple:
+        """Jobs with equal keys fit in exactly the same places under this policy.
+
+        Drivers use it to stop retrying a queue of identical jobs after one fails.
+        """
+        return (job.shape_key(), self.reservation(job))
+
+    def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
+        """Score per node (higher is better); only `feasible` entries are read."""
+        raise NotImplementedError
+
+    def choose_gpus(self, state: ClusterState, job: Job, node: int) -> tuple[int, ...]:
+        """Pick the job's GPUs on `node`: tightest fitting GPUs first, then lowest index."""
+        return tightest_gpus(state, job, node, self.reservation(job))
+
+    # -- time hooks ------------------------------------------------------------
+    def on_slot(self, state: ClusterState, slot: int, now: float) -> list[str]:
+        """Called by drivers when the time-of-day slot changes (before it starts).
+
+        Returns ids of running preemptible jobs to checkpoint and move out now; the
+        driver evicts them and queues them again. Request-based policies never do.
+        """
+        return []
+
+    # -- queue order -----------------------------------------------------------
+    def queue_key(self, job: Job) -> tuple:
+        """Order in which waiting jobs are retried: priority, then arrival."""
+        return (-job.priority, job.submit_time, job.id)
+
+
+def tightest_gpus(state: ClusterState, job: Job, node: int, reserve: float) -> tuple[int, ...]:
+    """The `num_gpu` GPUs of `node` that fit with the least free share left over."""
+    if job.num_gpu == 0:
+        return ()
+    ok = state.gpu_fit(job, reserve)[node] & state.gpu_valid[node]
+    idx = np.flatnonzero(ok)
+    order = idx[np.argsort(state.free[node, idx], kind="stable")]
+    return tuple(int(g) for g in order[: job.num_gpu])
+
+
+def loosest_gpus(state: ClusterState, job: Job, node: int, reserve: float) -> tuple[int, ...]:
+    """The `num_gpu` GPUs of `node` with the most free share (spreading)."""
+    if job.num_gpu == 0:
+        return ()
+    ok = state.gpu_fit(job, reserve)[node] & state.gpu_valid[node]
+    idx = np.flatnonzero(ok)
+    order = idx[np.argsort(-state.free[node, idx], kind="stable")]
+    return tuple(int(g) for g in order[: job.num_gpu])
+
+
+def summarize_reasons(reasons: np.ndarray) -> NoFit:
+    counts = np.bincount(reasons.astype(np.int64), minlength=len(Reason))
+    return NoFit({Reason(r).message: int(c) for r, c in enumerate(counts) if r and c})
+
+
+def place(policy: Policy, state: ClusterState, job: Job,
+          explain: bool = True) -> Placement | NoFit:
+    """Filter, score, pick the best node (lowest index on ties), then its GPUs.
+
+    With `explain=False` a miss returns an empty `NoFit` without computing per-node
+    reasons (the simulator retries queues and only needs yes or no).
+    """
+    feasible = policy.feasible(state, job)
+    if not feasible.any():
+        return summarize_reasons(policy.filter(state, job)) if explain else NoFit()
+    scores = policy.score(state, job, feasible)
+    masked = np.where(feasible, scores, -np.inf)
+    node = int(np.argmax(masked))
+    gpus = policy.choose_gpus(state, job, node)
+    return Placement(node=node, gpus=gpus, reserved=policy.reservation(job))
+
+
+def normalized_scores(scores: np.ndarray, feasible: np.ndarray, top: int = 10) -> np.ndarray:
+    """Map raw scores of feasible nodes onto integers 0..top (the extender's range)."""
+    out = np.zeros(len(scores), dtype=np.int64)
+    if not feasible.any():
+        return out
+    vals = scores[feasible]
+    lo, hi = float(vals.min()), float(vals.max())
+    if hi - lo < EPS:
+        out[feasible] = top
+        return out
+    out[feasible] = np.rint((vals - lo) / (hi - lo) * top).astype(np.int64)
+    return out
+
+
+def resource_fractions(state: ClusterState, job: Job, reserve: float) -> Iterable[np.ndarray]:
+    """Per resource, the fraction of each node that would be *requested* after placing job.
+
+    Kubernetes' NodeResourcesFit scorers (LeastAllocated / MostAllocated) average these
+    over CPU, memory and GPUs; resources a node does not declare are left out.
+    """
+    gpu_total = np.maximum(state.gpu_count, 1)
+    gpu_used = state.node_gpu_alloc() + job.num_gpu * reserve
+    yield np.where(state.gpu_count > 0, gpu_used / gpu_total, 0.0)
+    if not state.cpu_unlimited.all():
+        yield np.where(state.cpu_unlimited, 0.0,
+                       (state.cpu_total - state.cpu_free + job.cpu_milli)
+                       / np.maximum(state.cpu_total, 1))
+    if not state.mem_unlimited.all():
+        yield np.where(state.mem_unlimited, 0.0,
+                       (state.mem_total - state.mem_free + job.memory_mib)
+                       / np.maximum(state.mem_total, 1))

@@ -1,0 +1,107 @@
+"""The `tidal` policy: colocate by daily load profile, move training out before peaks.
+
+Request-based policies book a job's request all day. `tidal` books its *load profile*:
+a GPU takes a job when the summed expected load stays under `1 - headroom` (see
+`online.py` for exactly which slots count). So two half-GPU services whose peaks are
+twelve hours apart share one GPU, although their requests add up to more than it has
+(`state.free` may go negative under this policy; metrics clip it).
+
+Preemptible training runs in the valleys: it only has to fit the next few slots, and at
+every slot change `on_slot` looks at the forecast for the slot about to start and
+returns the training jobs to checkpoint and move out from GPUs whose predicted load
+would exceed the usable capacity. The simulator counts each move's checkpoint/restart
+cost, and the moved job queues again for a GPU that is in its valley.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from gsched.models import Job
+from gsched.scheduler.policies.online import LoadIndex
+from gsched.scheduler.policies.policy import Policy, PolicyConfig
+from gsched.scheduler.policies.state import EPS, ClusterState, Reason
+
+
+class TidalPolicy(Policy):
+    """Profile-aware placement (online.py) plus forecast-driven training moves."""
+
+    name = "tidal"
+    profile_aware = True
+    #: slots a preemptible job must fit before it is worth starting (4 x 15 min)
+    window = 4
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__(config)
+        self._indexes: weakref.WeakKeyDictionary[ClusterState, LoadIndex] = (
+            weakref.WeakKeyDictionary())
+        self._memo: tuple | None = None
+
+    def index(self, state: ClusterState) -> LoadIndex:
+        idx = self._indexes.get(state)
+        if idx is None:
+            idx = LoadIndex(state, self.config.headroom, window=self.window)
+            self._indexes[state] = idx
+        return idx
+
+    def _evaluate(self, state: ClusterState, job: Job) -> tuple[np.ndarray, np.ndarray]:
+        """(feasible, scores) for the job, memoised until the state or the slot moves
+        (drivers ask `feasible` then `score` for the same decision)."""
+        key = (id(state), job.id, int(state.node_version.sum()), state.current_slot)
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1], self._memo[2]
+        feasible, scores = self.index(state).node_scores(job)
+        self._memo = (key, feasible, scores)
+        return feasible, scores
+
+    # -- the three questions ---------------------------------------------------
+    def filter(self, state: ClusterState, job: Job) -> np.ndarray:
+        reasons = state.fit_reasons(job, -np.inf)  # model, count, memory, CPU, RAM
+        if job.num_gpu:
+            feasible, _ = self._evaluate(state, job)
+            reasons[(reasons == 0) & ~feasible] = Reason.PROFILE
+        return reasons
+
+    def feasible(self, state: ClusterState, job: Job) -> np.ndarray:
+        return self._evaluate(state, job)[0]
+
+    def fit_key(self, job: Job) -> tuple:
+        return (job.shape_key(), job.preemptible, job.profile_name or id(job.profile),
+                job.utilization)
+
+    def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
+        return self._evaluate(state, job)[1]
+
+    def choose_gpus(self, state: ClusterState, job: Job, node: int) -> tuple[int, ...]:
+        return self.index(state).choose(job, node)
+
+    # -- time ------------------------------------------------------------------
+    def on_slot(self, state: ClusterState, slot: int, now: float) -> list[str]:
+        """Preemptible jobs to move out of GPUs whose forecast for `slot` is over
+        capacity minus headroom: newest first (least work since their start), until
+        the forecast fits."""
+        cap = np.where(state.inference_on_gpu > 0, 1.0 - self.config.headroom, 1.0) + EPS
+        over = state.load[:, :, slot] > cap
+        over &= state.preemptible_load[:, :, slot] > EPS
+        if not over.any():
+            return []
+        excess = np.where(over, state.load[:, :, slot] - cap, 0.0)
+        out: list[str] = []
+        for jid in reversed(list(state.running)):  # insertion order = start order
+            r = state.running[jid]
+            if not r.job.preemptible or not r.placement.gpus:
+                continue
+            n, gpus = r.placement.node, list(r.placement.gpus)
+            if not (excess[n, gpus] > 0).any():
+                continue
+            if r.load[slot] <= EPS:
+                continue
+            out.append(jid)
+            excess[n, gpus] -= r.load[slot]
+        return out
+
+    def queue_key(self, job: Job) -> tuple:
+        """Priority, then largest peak first (first-fit-decreasing), then arrival."""
+        return (-job.priority, -job.num_gpu * job.peak_load, job.submit_time, job.id)
