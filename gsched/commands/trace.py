@@ -16,7 +16,7 @@ from gsched.errors import InputError
 if TYPE_CHECKING:
     from gsched.models import Trace
 
-trace_app = typer.Typer(help="Build, generate and inspect traces.", no_args_is_help=True)
+trace_app = typer.Typer(help="Build, generate and inspect traces.")
 
 CURVE_SOURCES = ("servegen", "genai", "lora")
 
