@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import gc
+import ipaddress
 import logging
 import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from gsched.errors import InputError
+
+T = TypeVar("T")
 
 
 def _read_secret(path: Path | None, what: str) -> str | None:
@@ -28,12 +33,81 @@ def _read_secret(path: Path | None, what: str) -> str | None:
     return text
 
 
+def _open_store(db: Path, resolution_s: float):  # noqa: ANN202 - extender types, lazily
+    import sqlite3
+
+    from gsched.scheduler.extender.history import UsageHistory
+    from gsched.scheduler.extender.store import Store
+
+    if db.is_dir():
+        raise InputError("is a directory; --db needs a file name", file=str(db), field="--db")
+    try:
+        return Store(db), UsageHistory(db, resolution_s=resolution_s)
+    except sqlite3.Error as e:
+        raise InputError(f"cannot open the store: {e}", file=str(db), field="--db") from None
+
+
+def _listen(make: Callable[[], T], host: str, port: int) -> T:
+    """Bind the listener, turning a port in use or a bad address into a user error."""
+    import ssl
+
+    try:
+        return make()
+    except ssl.SSLError as e:
+        raise InputError(f"cannot load the TLS certificate or key: {e.reason or e}",
+                         field="--tls-cert") from None
+    except OSError as e:
+        why = e.strerror or str(e)
+        if e.errno == errno.EADDRINUSE:
+            why = "the port is in use (another gsched serve?); pick another --port, or 0"
+        raise InputError(f"cannot listen on {_hostport(host, port)}: {why}",
+                         field="--port" if e.errno == errno.EADDRINUSE else "--host") from None
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bound_url(server) -> str:  # noqa: ANN001 - ExtenderServer, imported lazily
+    """The address the socket is really bound to (0.0.0.0 stays 0.0.0.0)."""
+    host, port = server.httpd.server_address[:2]
+    scheme = "https" if server.httpd.tls is not None else "http"
+    return f"{scheme}://{_hostport(str(host), int(port))}"
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def exposure_warning(host: str, token: bool, open_verbs: bool, client_ca: bool) -> str | None:
+    """Why a listener reachable from other machines is open to anyone there, or None."""
+    if is_loopback(host):
+        return None
+    try:
+        every = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        every = False
+    where = (f"listening on every interface ({host})" if every else f"listening on {host}") \
+        + ", reachable from other machines,"
+    if not token and not client_ca:
+        return (f"{where} and nothing authenticates callers: anyone who can reach it can "
+                "bind pods and post reports (pass --token-file, or --host 127.0.0.1)")
+    if open_verbs and not client_ca:
+        return (f"{where} and the extender verbs take no token (--open-verbs): anyone who "
+                "can reach it can bind pods (add --tls-client-ca, or a NetworkPolicy)")
+    return None
+
+
 def serve_cmd(
     cluster: Annotated[Path | None, typer.Option(
         help="Static GPU inventory (a cluster file): run without an API server; binds are "
              "recorded in the store only.")] = None,
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8888,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface, "
+                                           "as in a pod).")] = "127.0.0.1",
     prefix: Annotated[str, typer.Option(help="URL prefix of the verbs (kube-scheduler's "
                                              "urlPrefix path).")] = "",
     policy: Annotated[str, typer.Option(help="Placement policy (k8s-spread, binpack, bestfit, "
@@ -76,11 +150,9 @@ def serve_cmd(
 ) -> None:
     """Serve the kube-scheduler extender API (filter, prioritize, bind, preempt),
     /healthz, /readyz, /metrics and agent reports (POST /v1/reports)."""
-    from gsched.scheduler.extender.history import UsageHistory
     from gsched.scheduler.extender.ingest import IngestService
     from gsched.scheduler.extender.metrics import SchedulerMetrics
     from gsched.scheduler.extender.server import ExtenderServer, ServerConfig
-    from gsched.scheduler.extender.store import Store
     from gsched.scheduler.extender.verbs import Extender
     from gsched.scheduler.policies.policy import PolicyConfig
     from gsched.scheduler.policies.registry import make_policy
@@ -104,8 +176,7 @@ def serve_cmd(
             raise InputError("no such file", file=str(f))
     pol = make_policy(policy, PolicyConfig(headroom=headroom))
     metrics = SchedulerMetrics()
-    store = Store(db)
-    history = UsageHistory(db, resolution_s=history_resolution)
+    store, history = _open_store(db, history_resolution)
     stoppers: list = []
 
     if cluster is not None:
@@ -154,13 +225,21 @@ def serve_cmd(
         mode = f"Kubernetes ({len(sync.nodes)} GPU nodes), replica {name}"
 
     ingest = IngestService(history, metrics, token, on_profiles=ext.set_profiles)
-    ingest.start()
-    stoppers.insert(0, ingest.stop)
     config = ServerConfig(host=host, port=port, prefix=prefix, token=token, tls_cert=tls_cert,
                           tls_key=tls_key, max_body_bytes=max_body_mib << 20,
                           token_verbs=not open_verbs, tls_client_ca=tls_client_ca)
-    server = ExtenderServer(ext, metrics, config, extra_routes=ingest.routes(),
-                            ready=ext.ready.is_set)
+    try:
+        server = _listen(lambda: ExtenderServer(ext, metrics, config,
+                                                extra_routes=ingest.routes(),
+                                                ready=ext.ready.is_set), host, port)
+    except InputError:
+        for fn in stoppers:
+            fn()
+        store.close()
+        history.close()
+        raise
+    ingest.start()
+    stoppers.insert(0, ingest.stop)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
@@ -183,8 +262,15 @@ def serve_cmd(
     server.start()
     auth = ("token on reports only" if open_verbs else "bearer token") if token else "no token"
     tls = (", TLS with client certificates" if tls_client_ca else ", TLS") if tls_cert else ""
-    typer.echo(f"gsched serve: policy {policy}, {mode}; listening on {server.url}"
+    bound = bound_url(server)
+    typer.echo(f"gsched serve: policy {policy}, {mode}; listening on {bound}"
                f"{config.prefix} ({auth}{tls})", err=True)
+    typer.echo(f"gsched serve: store {db.resolve()} (profiles, binds, usage history; binds "
+               "are restored from it on the next start)", err=True)
+    exposure = exposure_warning(server.httpd.server_address[0], token is not None,
+                                open_verbs, tls_client_ca is not None)
+    if exposure:
+        typer.secho(f"warning: {exposure}", fg=typer.colors.YELLOW, err=True)
     try:
         stop.wait(timeout=duration)
     except KeyboardInterrupt:
