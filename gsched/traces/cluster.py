@@ -32,6 +32,8 @@ from gsched.models import Cluster, Node, Trace
 from gsched.traces.files import read_text
 
 OPENB_NODE_COLUMNS = ["sn", "cpu_milli", "memory_mib", "gpu", "model"]
+#: Largest `count` of one node entry: far past any real cluster, short of exhausting memory.
+MAX_NODES = 100_000
 
 
 def load_cluster(path: Path | str) -> Cluster:
@@ -63,7 +65,8 @@ def _read_yaml(path: Path, text: str) -> Cluster:
         if "gpus" in entry and "gpu_count" not in entry:
             entry["gpu_count"] = entry.pop("gpus")
         name = str(entry.get("name", f"node-{i}"))
-        names = [name] if count is None else [f"{name}-{k}" for k in range(int(count))]
+        count = _count(count, fname, f"nodes[{i}].count")
+        names = [name] if count is None else [f"{name}-{k}" for k in range(count)]
         for nm in names:
             try:
                 nodes.append(Node(**{**entry, "name": nm}))
@@ -75,6 +78,24 @@ def _read_yaml(path: Path, text: str) -> Cluster:
         return Cluster(nodes=nodes, prices=data.get("prices") or {}, source=fname)
     except ValidationError as e:
         raise InputError(e.errors()[0]["msg"], file=fname, field="nodes") from None
+
+
+def _count(raw: object, fname: str, field: str) -> int | None:
+    """A node entry's `count`: a whole number of nodes, up to `MAX_NODES`."""
+    if raw is None:
+        return None
+    try:
+        ok = not isinstance(raw, bool) and float(raw).is_integer()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"count must be a whole number of nodes, got {raw!r}", file=fname,
+                         field=field)
+    n = int(float(raw))  # type: ignore[arg-type]
+    if not 0 <= n <= MAX_NODES:
+        raise InputError(f"count {n:,} is outside 0 to {MAX_NODES:,} nodes", file=fname,
+                         field=field)
+    return n
 
 
 def read_openb_nodes(path: Path | str, text: str | None = None,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gsched.errors import InputError
 from gsched.models import DEFAULT_SLOTS, Job, Trace
+from gsched.traces.bounds import LIMITS, check_limit, check_span
 from gsched.traces.files import read_text
 
 FIELDS = 7
@@ -47,6 +48,7 @@ def read_gavel_records(path: Path | str) -> list[tuple[str, int, float, int]]:
     fname = str(path)
     text = read_text(path, "Gavel trace")
     out: list[tuple[str, int, float, int]] = []
+    starts: list[tuple[float, int]] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -63,12 +65,15 @@ def read_gavel_records(path: Path | str) -> list[tuple[str, int, float, int]]:
                              field="total_steps", **where)
         if arrival < 0:
             raise InputError(f"negative arrival time {parts[5]}", field="arrival_time", **where)
+        check_limit(arrival, "arrival_time", where, "submit_time")
+        starts.append((arrival, lineno))
         if gpus < 1 or gpus != int(gpus):
             raise InputError(f"GPUs must be a whole number >= 1, got {parts[6]}",
                              field="gpus", **where)
         out.append((parts[0].strip(), int(steps), float(arrival), int(gpus)))
     if not out:
         raise InputError("Gavel trace has no jobs", file=fname)
+    check_span(starts, "arrival_time", fname)
     return out
 
 
@@ -89,8 +94,16 @@ def gavel_durations(records: list[tuple[str, int, float, int]],
     for jtype, steps, _, _ in records:
         by_type[jtype].append(steps)
     med = {t: statistics.median(s) for t, s in by_type.items()}
-    return [max(60.0, median_hours * 3600.0 * steps / med[jtype])
-            for jtype, steps, _, _ in records]
+    out = [max(60.0, median_hours * 3600.0 * steps / med[jtype])
+           for jtype, steps, _, _ in records]
+    limit, text = LIMITS["duration"]
+    for i, dur in enumerate(out):
+        if dur > limit:
+            raise InputError(f"job {i} ({records[i][0]}) would run {dur:g} s, past the "
+                             f"sanity limit of {text}: its total_steps {records[i][1]:,} is "
+                             f"{records[i][1] / med[records[i][0]]:,.0f}x its type's median",
+                             field="total_steps")
+    return out
 
 
 def read_gavel(path: Path | str, slots: int = DEFAULT_SLOTS,

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from gsched.errors import InputError
 from gsched.models import DEFAULT_SLOTS, Job, Trace, resample_profile
+from gsched.traces.bounds import LIMITS, check_limit, check_span
 from gsched.traces.files import atomic_write_text, read_text
 
 COLUMNS = ["id", "kind", "submit_time", "duration", "num_gpu", "gpu_share", "gpu_mem_mib",
@@ -68,6 +69,8 @@ def _num(raw: str, field: str, kind: type, where: dict, default: float | int | N
         raise InputError(f"{raw!r} is not a number", field=field, **where) from e
     if not math.isfinite(val):
         raise InputError(f"{raw!r} is not a finite number", field=field, **where)
+    if field in LIMITS:
+        check_limit(val, field, where)
     if kind is int:
         if val != int(val):
             raise InputError(f"{raw!r} must be a whole number", field=field, **where)
@@ -88,6 +91,7 @@ def read_native(path: Path | str, profiles: Path | None = None,
     header: list[str] | None = None
     jobs: list[Job] = []
     seen: set[str] = set()
+    starts: list[tuple[float, int]] = []
     for lineno, row in enumerate(reader, start=1):
         if not row or not any(c.strip() for c in row) or row[0].lstrip().startswith("#"):
             continue
@@ -111,8 +115,10 @@ def read_native(path: Path | str, profiles: Path | None = None,
             raise InputError(f"duplicate job id {job.id!r}", file=fname, line=lineno, field="id")
         seen.add(job.id)
         jobs.append(job)
+        starts.append((job.submit_time, lineno))
     if header is None:
         raise InputError("empty trace: no header row", file=fname)
+    check_span(starts, "submit_time", fname)
     jobs.sort(key=lambda j: (j.submit_time, j.id))
     return Trace(jobs=jobs, slots=slots, source=fname)
 

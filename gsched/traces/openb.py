@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from gsched.errors import InputError
 from gsched.models import DEFAULT_SLOTS, Job, Trace
+from gsched.traces.bounds import LIMITS, check_limit, check_span
 from gsched.traces.files import read_text
 
 POD_COLUMNS = ["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"]
@@ -58,6 +59,7 @@ def read_openb_pods(path: Path | str, slots: int = DEFAULT_SLOTS,
     timed = all(c in col for c in TIME_COLUMNS)
     keep = {p.lower() for p in phases} if phases is not None else None
     jobs: list[Job] = []
+    starts: list[tuple[float, int]] = []
     no_end = 0
     for lineno, row in enumerate(rows, start=2):
         if not row or not any(c.strip() for c in row):
@@ -76,6 +78,8 @@ def read_openb_pods(path: Path | str, slots: int = DEFAULT_SLOTS,
         if job.duration is None and timed:
             no_end += 1
         jobs.append(job)
+        starts.append((job.submit_time, lineno))
+    check_span(starts, "creation_time", fname)
     jobs.sort(key=lambda j: (j.submit_time, j.id))
     warnings = []
     if no_end:
@@ -87,11 +91,16 @@ def read_openb_pods(path: Path | str, slots: int = DEFAULT_SLOTS,
     return Trace(jobs=jobs, slots=slots, source=fname, warnings=warnings)
 
 
-def _int(raw: str, field: str, where: dict) -> int:
+def _int(raw: str, field: str, where: dict, limit_of: str | None = None) -> int:
     try:
-        return int(float(raw)) if raw else 0
+        val = int(float(raw)) if raw else 0
     except ValueError:
         raise InputError(f"{raw!r} is not a number", field=field, **where) from None
+    except OverflowError:
+        raise InputError(f"{raw!r} is not a finite number", field=field, **where) from None
+    if limit_of or field in LIMITS:
+        check_limit(val, field, where, limit_of)
+    return val
 
 
 def _pod_to_job(get, timed: bool, slots: int, where: dict) -> Job:
@@ -105,11 +114,12 @@ def _pod_to_job(get, timed: bool, slots: int, where: dict) -> Job:
     share = milli / 1000 if num_gpu == 1 and 0 < milli < 1000 else 1.0
     submit, duration = 0.0, None
     if timed:
-        created = _int(get("creation_time"), "creation_time", where)
+        created = _int(get("creation_time"), "creation_time", where, "submit_time")
         deleted_raw = get("deletion_time")
         submit = float(created)
         if deleted_raw:
-            life = _int(deleted_raw, "deletion_time", where) - created
+            life = _int(deleted_raw, "deletion_time", where, "submit_time") - created
+            check_limit(life, "deletion_time", where, "duration")
             duration = float(life) if life > 0 else None
     models = tuple(m.strip() for m in get("gpu_spec").split("|") if m.strip())
     try:
