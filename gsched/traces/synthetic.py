@@ -20,9 +20,10 @@ one again would only cost time): a million jobs take seconds.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from gsched.models import DAY_SECONDS, DEFAULT_SLOTS, Job, Trace
+from gsched.traces.bounds import MAX_SPAN_S
 
 TRAIN_GPUS = np.array([1, 2, 4, 8])
 TRAIN_GPU_ODDS = np.array([0.70, 0.10, 0.12, 0.08])
@@ -46,6 +47,14 @@ class SyntheticSpec(BaseModel):
     def span_days(self) -> float:
         return self.days if self.days is not None else max(self.jobs / self.jobs_per_day,
                                                            1 / 24)
+
+    @model_validator(mode="after")
+    def _readable_span(self) -> SyntheticSpec:
+        # The trace must be one gsched reads back (gsched.traces.bounds).
+        if self.span_days * DAY_SECONDS > MAX_SPAN_S:
+            raise ValueError(f"a span of {self.span_days:,.0f} days is past the limit of "
+                             f"{MAX_SPAN_S // DAY_SECONDS:,} days (pass a smaller --days)")
+        return self
 
 
 def diurnal_profile(peak_hour: float, slots: int = DEFAULT_SLOTS, valley: float = 0.1,
