@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gsched.errors import InputError
+from gsched.progress import ProgressLog
 
 
 def simulate_cmd(
@@ -83,14 +84,21 @@ def simulate_cmd(
     for w in tr.warnings:
         err.print(f"[yellow]warning:[/] {w}")
     units = len(tr.jobs) if mode == "replay" else seeds
-    show = not quiet and units * len(names) > (20_000 if mode == "replay" else 2)
+    unit = "jobs" if mode == "replay" else "seeds"
+    # A live bar on a terminal; off one (CI, nohup, kubectl logs) a line every few seconds.
+    show = not quiet and err.is_terminal and \
+        units * len(names) > (20_000 if mode == "replay" else 2)
     columns = (TextColumn("{task.description}"), BarColumn(),
                TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
-    with Progress(*columns, console=err, disable=not show, transient=True) as prog:
+    with Progress(*columns, console=err, disable=not show, transient=True) as prog, \
+            ProgressLog(f"simulate ({mode})", enabled=not quiet and not err.is_terminal) as log:
         tasks = {n: prog.add_task(f"{n:<11}", total=units) for n in names}
+        for n in names:
+            log.update(n, 0, units, unit)
 
         def on_progress(name: str, done: int, total: int) -> None:
             prog.update(tasks[name], completed=done)
+            log.update(name, done, total, unit)
 
         result = run_comparison(tr, cl, names, mode, sim, PolicyConfig(headroom=headroom),
                                 seeds=seeds, target=target, on_progress=on_progress)

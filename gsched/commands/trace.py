@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from gsched.errors import InputError
+from gsched.progress import ProgressLog
 
 if TYPE_CHECKING:
     from gsched.models import Trace
@@ -24,7 +25,7 @@ CURVE_SOURCES = ("servegen", "genai", "lora")
 def _spec_error(e: ValidationError) -> InputError:
     err = e.errors()[0]
     fld = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else None
-    return InputError(err["msg"], field=fld)
+    return InputError(err["msg"].removeprefix("Value error, "), field=fld)
 
 
 def _existing(path: Path, flag: str) -> Path:
@@ -123,8 +124,10 @@ def build_cmd(
         raise _spec_error(e) from None
     console = Console()
     t0 = time.perf_counter()
-    trace = build(spec)
-    written = _write(trace, out, inline_profiles)
+    with ProgressLog("trace build") as log:
+        trace = build(spec, on_phase=log.phase)
+        log.phase(f"writing {out}")
+        written = _write(trace, out, inline_profiles)
     _report_written(console, written, len(trace.jobs), time.perf_counter() - t0)
     for w in trace.warnings:
         Console(stderr=True).print(f"[yellow]warning:[/] {w}")
@@ -155,8 +158,11 @@ def generate_cmd(
     except ValidationError as e:
         raise _spec_error(e) from None
     t0 = time.perf_counter()
-    trace = generate(spec)
-    written = _write(trace, out, inline_profiles)
+    with ProgressLog("trace generate") as log:
+        log.phase(f"generating {jobs:,} jobs")
+        trace = generate(spec)
+        log.phase(f"writing {out}")
+        written = _write(trace, out, inline_profiles)
     _report_written(Console(), written, len(trace.jobs), time.perf_counter() - t0)
 
 

@@ -15,6 +15,7 @@ consecutive Gavel/Philly jobs. What is real and what is assumed (docs/trace-form
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,10 @@ SHARES = np.array([0.25, 0.5, 1.0])
 SHARE_ODDS = np.array([0.35, 0.35, 0.30])
 #: How often a service draws its curve from each source (renormalised over those given).
 SOURCE_ODDS = {"servegen": 0.45, "genai": 0.40, "lora": 0.15}
+
+
+def _quiet(_: str) -> None:
+    """The default `on_phase`: nobody is listening."""
 
 
 class BuildSpec(BaseModel):
@@ -53,23 +58,27 @@ class BuildSpec(BaseModel):
                               description="share of services present from t=0 to the end")
 
 
-def profile_pool(spec: BuildSpec) -> dict[str, list[tuple[str, np.ndarray]]]:
+def profile_pool(spec: BuildSpec, on_phase: Callable[[str], None] = _quiet,
+                 ) -> dict[str, list[tuple[str, np.ndarray]]]:
     """Named real profiles, grouped by source; sources with no usable curve are left out."""
     pool: dict[str, list[tuple[str, np.ndarray]]] = {}
     sg = []
-    for p in spec.servegen:
+    for i, p in enumerate(spec.servegen):
+        on_phase(f"reading ServeGen curve {i + 1} of {len(spec.servegen)}")
         prof = servegen_profile(p, spec.slots, spec.peak)
         if prof.max() > 0:
             sg.append((f"servegen-{_short(Path(p).stem)}", prof))
     if sg:
         pool["servegen"] = sg
     if spec.genai is not None:
+        on_phase(f"reading GenAI duty cycles from {Path(spec.genai).name}")
         pods = duty_cycle_profiles(spec.genai, spec.slots)
         busy = [(f"genai-pod-{ip[:8]}", prof) for ip, prof in sorted(pods.items())
                 if prof.max() >= spec.genai_min_peak]
         if busy:
             pool["genai"] = busy
     if spec.lora is not None:
+        on_phase(f"reading the LoRA request curve from {Path(spec.lora).name}")
         pool["lora"] = [("genai-lora", lora_request_profile(spec.lora, spec.slots,
                                                             spec.peak))]
     return pool
@@ -81,14 +90,15 @@ def _short(stem: str) -> str:
     return s.replace("-chunk-", "-c")
 
 
-def build(spec: BuildSpec) -> Trace:
-    """Compose the trace described by `spec` (deterministic for a given seed)."""
+def build(spec: BuildSpec, on_phase: Callable[[str], None] = _quiet) -> Trace:
+    """Compose the trace described by `spec` (deterministic for a given seed);
+    `on_phase(text)` hears what it is doing, for progress lines."""
     rng = np.random.default_rng(spec.seed)
     span = spec.days * DAY_SECONDS
     jobs: list[Job] = []
     warnings: list[str] = []
     if spec.inference_services:
-        pool = profile_pool(spec)
+        pool = profile_pool(spec, on_phase)
         if not pool:
             raise InputError("no inference curves: give --servegen, --genai or --lora "
                              "(or --inference-services 0)", field="--inference-services")
@@ -97,6 +107,7 @@ def build(spec: BuildSpec) -> Trace:
         if spec.gavel is None:
             raise InputError("training jobs need a Gavel trace (--gavel) or "
                              "--training-jobs 0", field="--gavel")
+        on_phase(f"reading Gavel training jobs from {Path(spec.gavel).name}")
         train, clamped = _training(spec, rng, span)
         jobs += train
         warnings += big_job_warnings(train, clamped, spec.max_gpus)
