@@ -8,6 +8,7 @@ writer goes through `atomic_write_text`, so a failure never leaves half a file.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -28,11 +29,32 @@ def read_text(path: Path | str, what: str) -> str:
                          file=str(path)) from e
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: Path) -> int:
+    """What `open(path, "w")` would give: an existing file's mode, else 0666 less umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a failure never leaves half a file."""
+    """Write via a temp file and rename, so a failure never leaves half a file.
+
+    The temp file is created 0600; it gets the mode a plain write would have given (the
+    umask's, or the replaced file's) before it takes the file's place.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
