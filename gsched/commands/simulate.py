@@ -48,8 +48,12 @@ def simulate_cmd(
                                                   "slots later than predicted.")] = 0,
     surge: Annotated[float, typer.Option(min=0.0, help="Robustness: extra relative load "
                                                        "during a surge window.")] = 0.0,
-    surge_start_slot: Annotated[int, typer.Option(min=0)] = 0,
-    surge_slots: Annotated[int, typer.Option(min=0)] = 0,
+    surge_start_slot: Annotated[int, typer.Option(
+        min=0, help="Robustness: first slot of the day the surge covers (0 is midnight; "
+                    "a trace has 96 slots of 15 minutes unless it says otherwise).")] = 0,
+    surge_slots: Annotated[int, typer.Option(
+        min=0, help="Robustness: length of the surge window in slots (--surge needs "
+                    "it).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")]
     = False,
 ) -> None:
@@ -58,13 +62,26 @@ def simulate_cmd(
     from gsched.scheduler.policies.registry import policy_names
     from gsched.simulator.engine import SimConfig
     from gsched.simulator.load import LoadDeviation
-    from gsched.simulator.report import plot_timelines, print_table, write_json
+    from gsched.simulator.report import (
+        deviation_note,
+        plot_timelines,
+        print_table,
+        write_json,
+    )
     from gsched.simulator.run import run_comparison
     from gsched.traces.cluster import load_cluster, size_cluster
     from gsched.traces.load import load_trace
 
     if mode not in ("replay", "inflation"):
         raise InputError(f"unknown mode {mode!r}; expected 'replay' or 'inflation'",
+                         field="--mode")
+    if surge and not surge_slots:
+        raise InputError("a surge needs a window: pass --surge-slots N (and "
+                         "--surge-start-slot)", field="--surge")
+    deviation = LoadDeviation(noise=noise, shift_slots=shift_slots, surge=surge,
+                              surge_start_slot=surge_start_slot, surge_slots=surge_slots)
+    if mode == "inflation" and deviation.active:
+        raise InputError("--noise, --shift-slots and --surge apply to replay mode only",
                          field="--mode")
     names = policy_names(policy)
     tr = load_trace(trace, profiles=profiles)
@@ -74,10 +91,7 @@ def simulate_cmd(
     if cl.total_gpus == 0:
         raise InputError("cluster has no GPUs", file=str(cluster) if cluster else None)
     sim = SimConfig(checkpoint_interval_s=checkpoint_interval,
-                    restart_overhead_s=restart_overhead, until_s=until,
-                    deviation=LoadDeviation(noise=noise, shift_slots=shift_slots, surge=surge,
-                                            surge_start_slot=surge_start_slot,
-                                            surge_slots=surge_slots))
+                    restart_overhead_s=restart_overhead, until_s=until, deviation=deviation)
     # Wide enough for the table when output is piped (rich falls back to 80 columns).
     console = Console(width=max(Console().width, 34 + 14 * len(names)))
     err = Console(stderr=True, soft_wrap=True)
@@ -106,7 +120,8 @@ def simulate_cmd(
     if not quiet:
         title = (f"{trace.name}: {len(tr.jobs):,} jobs on {len(cl.nodes):,} nodes / "
                  f"{cl.total_gpus:,} GPUs ({mode})")
-        print_table(console, title, payload["policies"], mode)
+        note = deviation_note(noise, shift_slots, surge, surge_start_slot, surge_slots)
+        print_table(console, title, payload["policies"], mode, note)
         for w in payload.get("warnings", []):
             if w not in tr.warnings:
                 err.print(f"[yellow]warning:[/] {w}")

@@ -27,7 +27,7 @@ REPLAY_ROWS = [
     ("jct_mean_s", "JCT mean", "dur"),
     ("jct_p95_s", "JCT p95", "dur"),
     ("makespan_s", "Makespan", "dur"),
-    ("slo_risk_slot_minutes", "SLO risk (GPU slot-minutes)", "f1"),
+    ("slo_risk_slot_minutes", "SLO risk (GPU slot-minutes)", "num"),
     ("preemptions", "Preemptions (planned)", "preempt"),
     ("preempted_gpu_hours_lost", "GPU-hours lost to preemption", "f2"),
     ("unschedulable_jobs", "Jobs that never fit", "int"),
@@ -39,7 +39,7 @@ INFLATION_ROWS = [
     ("allocation_ratio_at_100", "GPU allocation at 100% requested", "pct"),
     ("allocation_ratio_at_100_std", "  std over seeds", "pct"),
     ("fragmented_gpu_share", "Fragmented GPU share at 100%", "pct"),
-    ("failed_pods_at_100", "Failed pods at 100% (mean)", "f1"),
+    ("failed_pods_at_100", "Failed pods at 100% (mean)", "num"),
     ("seeds", "Seeds", "int"),
     ("wall_seconds", "Wall time (all seeds)", "secs"),
 ]
@@ -71,6 +71,8 @@ def _fmt(value: object, kind: str, figures: dict) -> str:
         return f"{v:.2f}s"
     if kind == "f2":
         return f"{v:,.2f}"
+    if kind == "num":  # a count, or a mean of counts: whole numbers print as integers
+        return f"{v:,.0f}" if v.is_integer() else f"{v:,.1f}"
     if kind == "preempt":
         return f"{int(v):,} ({int(figures.get('planned_preemptions') or 0):,})"
     return f"{v:,.1f}"
@@ -78,6 +80,8 @@ def _fmt(value: object, kind: str, figures: dict) -> str:
 
 def comparison_table(policies: dict[str, dict], mode: str) -> Table:
     rows = REPLAY_ROWS if mode == "replay" else INFLATION_ROWS
+    if all((f.get("seeds") or 0) <= 1 for f in policies.values()):
+        rows = [r for r in rows if r[0] != "allocation_ratio_at_100_std"]  # one seed: no spread
     table = Table()
     table.add_column("metric", style="bold", no_wrap=True)
     for name in policies:
@@ -87,8 +91,25 @@ def comparison_table(policies: dict[str, dict], mode: str) -> Table:
     return table
 
 
-def print_table(console: Console, title: str, policies: dict[str, dict], mode: str) -> None:
+def deviation_note(noise: float = 0.0, shift_slots: int = 0, surge: float = 0.0,
+                   surge_start_slot: int = 0, surge_slots: int = 0) -> str:
+    """How actual load departed from the profiles, for the table's header ('' if not)."""
+    parts = []
+    if noise:
+        parts.append(f"noise {noise:g}")
+    if shift_slots:
+        parts.append(f"peaks shifted {shift_slots:+d} slots")
+    if surge and surge_slots:
+        parts.append(f"surge +{surge:.0%} over slots {surge_start_slot}-"
+                     f"{surge_start_slot + surge_slots - 1}")
+    return "actual load departs from the profiles: " + ", ".join(parts) if parts else ""
+
+
+def print_table(console: Console, title: str, policies: dict[str, dict], mode: str,
+                note: str = "") -> None:
     console.print(title, soft_wrap=True, highlight=False)
+    if note:
+        console.print(note, soft_wrap=True, highlight=False)
     console.print(comparison_table(policies, mode))
 
 
