@@ -137,7 +137,8 @@ def plot_timelines(path: Path, title: str, timelines: dict[str, list[tuple[float
         ax.set_xlabel("GPUs requested (% of capacity)")
         ax.set_ylabel("GPUs allocated (% of capacity)")
         ax.axvline(100, color="grey", lw=0.8, ls="--")
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
         ax.set_title(title)
     else:
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
@@ -152,7 +153,8 @@ def plot_timelines(path: Path, title: str, timelines: dict[str, list[tuple[float
         ax1.set_ylabel("GPU allocation (%)")
         ax2.set_ylabel("GPU utilisation (%)")
         ax2.set_xlabel("hours since first arrival")
-        ax1.legend(loc="upper right", fontsize="small")
+        if ax1.get_legend_handles_labels()[0]:
+            ax1.legend(loc="upper right", fontsize="small")
         ax1.set_title(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

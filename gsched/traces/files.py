@@ -1,32 +1,56 @@
 """Reading and writing user files: one place for the errors users see.
 
 Every reader gets its text through `read_text`, so a missing file, a directory or a
-binary file is the same clear `InputError` naming the file, whatever the format. Every
+binary file is the same clear `InputError` naming the file, whatever the format (and a
+gzipped file or a byte-order mark makes no difference). Every
 writer goes through `atomic_write_text`, so a failure never leaves half a file.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import stat
 import tempfile
+import zlib
 from pathlib import Path
+from typing import TextIO
 
 from gsched.errors import InputError
 
+GZIP_MAGIC = b"\x1f\x8b"
+
 
 def read_text(path: Path | str, what: str) -> str:
-    """The text of `path`; `what` names the kind of file in the error ("trace", ...)."""
+    """The text of `path`; `what` names the kind of file in the error ("trace", ...).
+
+    Gzipped files (`.csv.gz`) are decompressed, and a UTF-8 byte-order mark (spreadsheet
+    exports) is dropped, so readers only ever see plain text.
+    """
     path = Path(path)
     try:
-        return path.read_text()
+        raw = path.read_bytes()
+        if raw[:2] == GZIP_MAGIC:
+            raw = gzip.decompress(raw)
+        return raw.decode("utf-8-sig")
     except IsADirectoryError as e:
         raise InputError(f"cannot read {what}: it is a directory", file=str(path)) from e
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise InputError(f"cannot read {what}: damaged gzip data ({e})", file=str(path)) from e
     except OSError as e:
-        raise InputError(f"cannot read {what}: {e.strerror}", file=str(path)) from e
+        raise InputError(f"cannot read {what}: {e.strerror or e}", file=str(path)) from e
     except UnicodeDecodeError as e:
         raise InputError(f"cannot read {what}: not a text file (byte {e.start} is not UTF-8)",
                          file=str(path)) from e
+
+
+def open_text(path: Path) -> TextIO:
+    """A text stream over `path` (gzipped or not, BOM dropped) for a look at its start."""
+    with path.open("rb") as f:
+        gz = f.read(2) == GZIP_MAGIC
+    if gz:
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace")
+    return path.open(encoding="utf-8-sig", errors="replace")
 
 
 def _umask() -> int:

@@ -117,16 +117,21 @@ def summarize(trace: Trace) -> TraceSummary:
         warnings=list(trace.warnings))
 
 
+def _count(v: float) -> str:
+    """Whole numbers as integers (714), shares with one decimal (40.5)."""
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
+
+
 def print_summary(console: Console, s: TraceSummary) -> None:
     """Render a summary as rich tables."""
-    t = Table(title=f"{s.source}: {s.jobs:,} jobs", show_header=True)
+    t = Table(title=f"{s.source}: {s.jobs:,} job{'' if s.jobs == 1 else 's'}", show_header=True)
     t.add_column("")
     t.add_column("training", justify="right")
     t.add_column("inference", justify="right")
     tr, inf = s.kinds["training"], s.kinds["inference"]
     t.add_row("jobs", f"{tr.jobs:,}", f"{inf.jobs:,}")
-    t.add_row("GPUs requested (sum)", f"{tr.gpu_request_total:,.1f}",
-              f"{inf.gpu_request_total:,.1f}")
+    t.add_row("GPUs requested (sum)", _count(tr.gpu_request_total),
+              _count(inf.gpu_request_total))
     t.add_row("GPU-hours (finite jobs)", f"{tr.gpu_hours:,.1f}", f"{inf.gpu_hours:,.1f}")
     t.add_row("run to end of trace", f"{tr.open_ended:,}", f"{inf.open_ended:,}")
     t.add_row("with a daily profile", f"{tr.with_profile:,}", f"{inf.with_profile:,}")

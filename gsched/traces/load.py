@@ -7,10 +7,12 @@ same `Trace`. Anything else is an `InputError` naming the file.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 from gsched.errors import InputError
 from gsched.models import DEFAULT_SLOTS, Trace
+from gsched.traces.files import open_text
 from gsched.traces.gavel import looks_like_gavel, read_gavel
 from gsched.traces.native import REQUIRED, read_native
 from gsched.traces.openb import is_openb_header, read_openb_pods
@@ -22,14 +24,15 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         raise InputError("is a directory, not a trace file", file=fname)
     try:
-        with path.open(encoding="utf-8", errors="replace") as f:
+        with open_text(path) as f:
             first = ""
             for line in f:
                 if line.strip() and not line.lstrip().startswith("#"):
                     first = line
                     break
-    except OSError as e:
-        raise InputError(f"cannot read trace: {e.strerror}", file=fname) from e
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(f"cannot read trace: {getattr(e, 'strerror', None) or e}",
+                         file=fname) from e
     if not first:
         raise InputError("empty trace: no header row", file=fname)
     if is_openb_header(first):

@@ -30,7 +30,12 @@ _FALSE = {"0", "false", "no", "n", "f"}
 
 
 def profiles_path_for(trace_path: Path) -> Path:
-    """The profiles file that travels with a trace: `<stem>.profiles.csv` beside it."""
+    """The profiles file that travels with a trace: `<stem>.profiles.csv` beside it
+    (`x.csv.gz` travels with `x.profiles.csv`, or `x.profiles.csv.gz` when that exists)."""
+    if trace_path.name.endswith(".gz"):
+        stem = Path(trace_path.name.removesuffix(".gz")).stem
+        gz = trace_path.with_name(stem + ".profiles.csv.gz")
+        return gz if gz.exists() else trace_path.with_name(stem + ".profiles.csv")
     return trace_path.with_name(trace_path.stem + ".profiles.csv")
 
 
