@@ -17,7 +17,7 @@ import pkgutil
 import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import typer
 import typer.main
@@ -74,7 +74,9 @@ _register_commands()
 def _metavar(param: Any) -> str:
     """`PATH`, `INT`, ... for an option's value (typer would print `<list[Path]>`)."""
     annotation = param.type_descriptor.annotation
-    inner = getattr(annotation, "__args__", None)
+    if get_origin(annotation) is Literal:  # a choice: name them
+        return "[" + "|".join(map(str, get_args(annotation))) + "]"
+    inner = get_args(annotation)
     if inner:  # list[Path] (a repeatable option): name the element
         annotation = inner[0]
     if isinstance(annotation, type) and issubclass(annotation, os.PathLike):
@@ -120,7 +122,7 @@ def _one_line(text: str) -> str:
 def _usage_error(e: typer.TyperException) -> int:
     """Print a usage line (when there is a command to show) and one `error:` line."""
     ctx = getattr(e, "ctx", None)
-    message = _one_line(e.format_message())
+    message = _one_line(e.format_message()).replace("Value error, ", "")
     if ctx is not None:
         typer.echo(ctx.get_usage(), err=True)
         if message.rstrip(".") == "Missing command" and hasattr(ctx.command, "list_commands"):

@@ -8,9 +8,11 @@ import signal
 import socket
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 def agent_cmd(
@@ -18,7 +20,8 @@ def agent_cmd(
                                              "'replay:PATH' (a GenAI duty-cycle tarball or a "
                                              "native trace).")] = "nvml",
     interval: Annotated[float, typer.Option(help="Seconds between samples.")] = 1.0,
-    port: Annotated[int, typer.Option(help="Port of /metrics (0: any free port; -1: none).")]
+    port: Annotated[int, typer.Option(min=-1, max=65535,
+                                      help="Port of /metrics (0: any free port; -1: none).")]
     = 9400,
     host: Annotated[str, typer.Option(help="Address /metrics listens on.")] = "0.0.0.0",
     scheduler: Annotated[str | None, typer.Option(help="Scheduler URL to push reports to, "
@@ -27,8 +30,8 @@ def agent_cmd(
     = None,
     queue_dir: Annotated[Path | None, typer.Option(help="Directory of the on-disk report "
                                                         "queue.")] = None,
-    queue_max: Annotated[int, typer.Option(help="Reports the queue keeps before dropping "
-                                                "the oldest.")] = 8640,
+    queue_max: Annotated[int, typer.Option(min=1, help="Reports the queue keeps before "
+                                                       "dropping the oldest.")] = 8640,
     report_every: Annotated[int, typer.Option(help="Samples per report.")] = 10,
     node_name: Annotated[str | None, typer.Option(help="Node name (default: $NODE_NAME, "
                                                        "else the hostname).")] = None,
@@ -44,9 +47,11 @@ def agent_cmd(
     kube: Annotated[bool | None, typer.Option(
         "--kube/--no-kube", help="NVML: name pods through the Kubernetes API (default: when "
                                  "running in a cluster).")] = None,
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")]
+    duration: Annotated[float | None, typer.Option(min=0.0,
+                                                   help="Stop after this many seconds.")]
     = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False,
+                                                help="How much to log.")] = "info",
 ) -> None:
     """Sample GPUs (or replay a trace), serve /metrics, push reports to the scheduler."""
     from gsched.agents.agent import Agent, AgentConfig

@@ -69,9 +69,11 @@ def demo_cmd(
     speed: Annotated[float, typer.Option(help="Trace seconds per wall second (600: a day "
                                               "in 2.4 minutes).")] = 600.0,
     interval: Annotated[float, typer.Option(help="Agent sampling interval, seconds.")] = 1.0,
-    prometheus_port: Annotated[int, typer.Option(help="Prometheus port (0: any free "
+    prometheus_port: Annotated[int, typer.Option(min=0, max=65535,
+                                                 help="Prometheus port (0: any free "
                                                       "port).")] = 0,
-    scheduler_port: Annotated[int, typer.Option(help="Scheduler port (0: any free port).")]
+    scheduler_port: Annotated[int, typer.Option(min=0, max=65535,
+                                                help="Scheduler port (0: any free port).")]
     = 0,
     workdir: Annotated[Path | None, typer.Option(help="Keep files here instead of a "
                                                       "temporary directory.")] = None,
@@ -88,6 +90,11 @@ def demo_cmd(
     from gsched.scheduler.policies.registry import make_policy
     from gsched.traces.paths import shared_traces_dir
 
+    for value, flag in ((speed, "--speed"), (interval, "--interval")):
+        if not value > 0:
+            raise InputError(f"must be positive, got {value:g}", field=flag)
+    if duration is not None and duration < 0:
+        raise InputError(f"must be positive, got {duration:g}", field="--duration")
     trace = trace or shared_traces_dir() / DEFAULT_TRACE
     if not trace.exists():
         raise InputError("replay trace not found (set GSCHED_TRACES or pass --trace)",

@@ -12,13 +12,14 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import typer
 
 from gsched.errors import InputError
 
 T = TypeVar("T")
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 def _read_secret(path: Path | None, what: str) -> str | None:
@@ -105,7 +106,8 @@ def serve_cmd(
     cluster: Annotated[Path | None, typer.Option(
         help="Static GPU inventory (a cluster file): run without an API server; binds are "
              "recorded in the store only.")] = None,
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8888,
+    port: Annotated[int, typer.Option(min=0, max=65535,
+                                      help="Port to listen on (0: any free port).")] = 8888,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface, "
                                            "as in a pod).")] = "127.0.0.1",
     prefix: Annotated[str, typer.Option(help="URL prefix of the verbs (kube-scheduler's "
@@ -128,7 +130,8 @@ def serve_cmd(
              "cannot send a bearer token; protect the verbs with --tls-client-ca).")] = False,
     kubeconfig: Annotated[Path | None, typer.Option(
         help="kubeconfig file (default: in-cluster config, else ~/.kube/config).")] = None,
-    max_body_mib: Annotated[int, typer.Option(help="Largest request body accepted, MiB.")]
+    max_body_mib: Annotated[int, typer.Option(min=1,
+                                              help="Largest request body accepted, MiB.")]
     = 64,
     lease_namespace: Annotated[str, typer.Option(help="Namespace of the leader Lease.")]
     = "gsched-system",
@@ -144,9 +147,11 @@ def serve_cmd(
         min=0.0, help="Seconds per stored usage row per series (mean of the samples in it); "
                       "0 stores every sample. 15-minute profiles need no finer than 60.")]
     = 60.0,
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")]
+    duration: Annotated[float | None, typer.Option(min=0.0,
+                                                   help="Stop after this many seconds.")]
     = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False,
+                                                help="How much to log.")] = "info",
 ) -> None:
     """Serve the kube-scheduler extender API (filter, prioritize, bind, preempt),
     /healthz, /readyz, /metrics and agent reports (POST /v1/reports)."""

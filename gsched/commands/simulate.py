@@ -6,11 +6,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gsched.errors import InputError
 from gsched.progress import ProgressLog
+from gsched.traces.files import check_output, output_errors
+
+#: SimConfig field -> the flag that sets it, for error messages.
+_FLAGS = {"checkpoint_interval_s": "--checkpoint-interval",
+          "restart_overhead_s": "--restart-overhead", "until_s": "--until"}
+#: What `--plot` can write (matplotlib picks the format by suffix).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 def simulate_cmd(
@@ -75,6 +83,9 @@ def simulate_cmd(
     if mode not in ("replay", "inflation"):
         raise InputError(f"unknown mode {mode!r}; expected 'replay' or 'inflation'",
                          field="--mode")
+    for out, flag in ((json_out, "--json"), (plot, "--plot")):
+        if out is not None:
+            check_output(out, flag, PLOT_SUFFIXES if flag == "--plot" else None)
     if surge and not surge_slots:
         raise InputError("a surge needs a window: pass --surge-slots N (and "
                          "--surge-start-slot)", field="--surge")
@@ -90,8 +101,12 @@ def simulate_cmd(
     cl = load_cluster(cluster) if cluster else size_cluster(tr)
     if cl.total_gpus == 0:
         raise InputError("cluster has no GPUs", file=str(cluster) if cluster else None)
-    sim = SimConfig(checkpoint_interval_s=checkpoint_interval,
-                    restart_overhead_s=restart_overhead, until_s=until, deviation=deviation)
+    try:
+        sim = SimConfig(checkpoint_interval_s=checkpoint_interval,
+                        restart_overhead_s=restart_overhead, until_s=until, deviation=deviation)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise InputError(err["msg"], field=_FLAGS.get(str(err["loc"][0]), None)) from None
     # Wide enough for the table when output is piped (rich falls back to 80 columns).
     console = Console(width=max(Console().width, 34 + 14 * len(names)))
     err = Console(stderr=True, soft_wrap=True)
@@ -126,13 +141,15 @@ def simulate_cmd(
             if w not in tr.warnings:
                 err.print(f"[yellow]warning:[/] {w}")
     if json_out:
-        write_json(json_out, payload)
+        with output_errors(json_out, "--json"):
+            write_json(json_out, payload)
         if not quiet:
             console.print(f"wrote {json_out}")
     if plot:
         curves = {k: v.curve for k, v in result.inflation.items()}
-        plot_timelines(plot, f"{trace.name} ({mode})",
-                       {k: v.timeline for k, v in result.replay.items()}, mode, curves)
+        with output_errors(plot, "--plot"):
+            plot_timelines(plot, f"{trace.name} ({mode})",
+                           {k: v.timeline for k, v in result.replay.items()}, mode, curves)
         if not quiet:
             console.print(f"wrote {plot}")
 

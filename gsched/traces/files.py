@@ -13,6 +13,8 @@ import os
 import stat
 import tempfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -85,3 +87,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output(path: Path, flag: str, suffixes: tuple[str, ...] | None = None) -> None:
+    """Refuse an output path that cannot work before any work is done (`flag` names it)."""
+    if path.is_dir():
+        raise InputError(f"is a directory; {flag} needs a file name", file=str(path),
+                         field=flag)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError(f"{flag} writes {', '.join(suffixes)} files; name one of those",
+                         file=str(path), field=flag)
+
+
+@contextmanager
+def output_errors(path: Path, flag: str) -> Iterator[None]:
+    """Turn a file system's refusal to write `path` into the usual one-line error."""
+    try:
+        yield
+    except OSError as e:
+        raise InputError(f"cannot write: {e.strerror or e}", file=str(path),
+                         field=flag) from None
