@@ -15,8 +15,6 @@ import importlib
 import os
 import pkgutil
 import sys
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import typer
@@ -39,6 +37,9 @@ _METAVARS = {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}
 
 
 def gsched_version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
     try:
         return package_version("gsched")
     except PackageNotFoundError:  # running from a source tree that was never installed

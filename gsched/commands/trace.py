@@ -13,6 +13,7 @@ from rich.console import Console
 
 from gsched.errors import InputError
 from gsched.progress import ProgressLog
+from gsched.traces.files import check_output
 
 if TYPE_CHECKING:
     from gsched.models import Trace
@@ -41,9 +42,6 @@ def _write(trace: Trace, out: Path, inline_profiles: bool) -> list[Path]:
     """Write a trace atomically, turning file-system refusals into a user error."""
     from gsched.traces.native import write_native
 
-    if out.is_dir():
-        raise InputError("is a directory; --out needs a file name", file=str(out),
-                         field="--out")
     try:
         return write_native(trace, out, inline_profiles=inline_profiles)
     except OSError as e:
@@ -91,6 +89,7 @@ def build_cmd(
     = False,
 ) -> None:
     """Compose a native trace: real inference curves plus real Gavel training arrivals."""
+    check_output(out, "--out")
     from gsched.traces.build import BuildSpec, build
     from gsched.traces.paths import shared_traces_dir
 
@@ -150,6 +149,7 @@ def generate_cmd(
     = False,
 ) -> None:
     """Generate a seeded synthetic trace: tidal inference plus Philly-like training."""
+    check_output(out, "--out")
     from gsched.traces.synthetic import SyntheticSpec, generate
 
     try:
@@ -177,6 +177,8 @@ def inspect_cmd(
     slots: Annotated[int, typer.Option(min=1, max=1440, help="Profile slots per day.")] = 96,
 ) -> None:
     """Summarise a trace: jobs by kind, GPU demand, span, peak request, daily shape."""
+    if json_out is not None and str(json_out) != "-":
+        check_output(json_out, "--json")
     from gsched.traces.files import atomic_write_text
     from gsched.traces.inspect import print_summary, summarize
     from gsched.traces.load import load_trace

@@ -97,6 +97,15 @@ def check_output(path: Path, flag: str, suffixes: tuple[str, ...] | None = None)
     if suffixes and path.suffix.lower() not in suffixes:
         raise InputError(f"{flag} writes {', '.join(suffixes)} files; name one of those",
                          file=str(path), field=flag)
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create its directory: {e.strerror or e}", file=str(path),
+                         field=flag) from None
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write to {parent}: permission denied", file=str(path),
+                         field=flag)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ same `Trace`. Anything else is an `InputError` naming the file.
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from pathlib import Path
 
@@ -30,9 +31,10 @@ def detect_format(path: Path) -> str:
                 if line.strip() and not line.lstrip().startswith("#"):
                     first = line
                     break
-    except (OSError, EOFError, zlib.error) as e:
-        raise InputError(f"cannot read trace: {getattr(e, 'strerror', None) or e}",
-                         file=fname) from e
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise InputError(f"cannot read trace: damaged gzip data ({e})", file=fname) from e
+    except OSError as e:
+        raise InputError(f"cannot read trace: {e.strerror or e}", file=fname) from e
     if not first:
         raise InputError("empty trace: no header row", file=fname)
     if is_openb_header(first):
