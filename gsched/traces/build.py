@@ -143,7 +143,7 @@ def _training(spec: BuildSpec, rng: np.random.Generator, span: float) -> tuple[l
     if n > len(recs):
         raise InputError(f"asked for {n} training jobs but the Gavel trace has {len(recs)}",
                          field="--training-jobs")
-    durs = gavel_durations(recs, spec.median_hours)
+    durs = gavel_durations(recs, spec.median_hours, str(spec.gavel))
     start = int(rng.integers(0, len(recs) - n + 1))
     window = range(start, start + n)
     t0 = recs[start][2]

@@ -85,7 +85,8 @@ def _number(raw: str, field: str, where: dict) -> float:
 
 
 def gavel_durations(records: list[tuple[str, int, float, int]],
-                    median_hours: float = DEFAULT_MEDIAN_HOURS) -> list[float]:
+                    median_hours: float = DEFAULT_MEDIAN_HOURS,
+                    file: str | None = None) -> list[float]:
     """Durations (s) under the per-type median assumption in this module's docstring."""
     if median_hours <= 0:
         raise InputError(f"median hours must be positive, got {median_hours}",
@@ -102,7 +103,7 @@ def gavel_durations(records: list[tuple[str, int, float, int]],
             raise InputError(f"job {i} ({records[i][0]}) would run {dur:g} s, past the "
                              f"sanity limit of {text}: its total_steps {records[i][1]:,} is "
                              f"{records[i][1] / med[records[i][0]]:,.0f}x its type's median",
-                             field="total_steps")
+                             file=file, field="total_steps")
     return out
 
 
@@ -118,7 +119,7 @@ def read_gavel(path: Path | str, slots: int = DEFAULT_SLOTS,
         raise InputError(f"utilization must be in [0, 1], got {utilization}",
                          field="utilization")
     recs = read_gavel_records(path)
-    durs = gavel_durations(recs, median_hours)
+    durs = gavel_durations(recs, median_hours, str(path))
     # Every value below was checked while parsing, so the jobs skip re-validation.
     jobs = []
     clamped = 0
