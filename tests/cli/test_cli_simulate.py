@@ -116,3 +116,56 @@ def test_job_larger_than_any_node_is_reported_not_looped_on(tmp_path, files):
     out = gsched("simulate", str(t), "--cluster", str(cluster), "--policy", "binpack")
     assert out.returncode == 0, out.stderr
     assert "can never fit" in out.stderr and "big" in out.stderr
+
+
+def run_main(capsys, *args: str) -> tuple[str, str]:
+    from gsched.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out, err = capsys.readouterr()
+    assert e.value.code == 0, err
+    return out, err
+
+
+def test_header_says_how_actual_load_departs_from_the_profiles(files, capsys):
+    trace, cluster = files
+    out, _ = run_main(capsys, "simulate", str(trace), "--cluster", str(cluster), "--policy",
+                      "tidal", "--noise", "0.2", "--shift-slots", "4", "--surge", "0.5",
+                      "--surge-start-slot", "1", "--surge-slots", "2")
+    assert out.splitlines()[1] == ("actual load departs from the profiles: noise 0.2, peaks "
+                                   "shifted +4 slots, surge +50% over slots 1-2")
+    out, _ = run_main(capsys, "simulate", str(trace), "--cluster", str(cluster), "--policy",
+                      "tidal")
+    assert "actual load" not in out
+
+
+def test_one_seed_has_no_spread_row_and_counts_print_as_integers(files, capsys, tmp_path):
+    trace, cluster = files
+    out, _ = run_main(capsys, "simulate", str(trace), "--cluster", str(cluster), "--mode",
+                      "inflation", "--seeds", "1", "--policy", "binpack,fgd")
+    assert "std over seeds" not in out
+    failed = next(ln for ln in out.splitlines() if "Failed pods" in ln)
+    assert "." not in failed.split("(mean)")[1]
+    out, _ = run_main(capsys, "simulate", str(trace), "--cluster", str(cluster), "--mode",
+                      "inflation", "--seeds", "2", "--policy", "binpack")
+    assert "std over seeds" in out
+
+
+def test_inflation_plot_of_a_small_cluster_has_curves_and_no_warning(files, capsys, tmp_path):
+    import warnings
+
+    from gsched.scheduler.policies.registry import make_policy
+    from gsched.simulator.inflation import inflate
+    from gsched.traces.cluster import load_cluster
+    from gsched.traces.load import load_trace
+
+    trace, cluster = files
+    res = inflate(load_trace(trace), load_cluster(cluster), lambda: make_policy("binpack"),
+                  seeds=1)
+    assert len(res.curve) >= 2  # a 4-GPU cluster: every 256th pod gave no point at all
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_main(capsys, "simulate", str(trace), "--cluster", str(cluster), "--mode",
+                 "inflation", "--seeds", "1", "--plot", str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 10_000
