@@ -192,8 +192,9 @@ def serve_cmd(
         restored = ext.restore_from_store()
         ext.ready.set()
         metrics.leader.set(1)
+        plural = "" if restored == 1 else "s"
         mode = f"static inventory {cluster} ({len(inventory.nodes)} nodes, " \
-               f"{inventory.total_gpus} GPUs; {restored} assignments restored)"
+               f"{inventory.total_gpus} GPUs; {restored} assignment{plural} restored)"
         _ = StaticLeader()
     else:
         from kubernetes import client
