@@ -69,7 +69,7 @@ def test_static_serve_binds_with_a_token_and_restores_after_restart(tmp_path: Pa
     again = Serve("--cluster", str(cluster), "--db", str(db), "--token-file", str(token),
                   "--policy", "binpack")
     try:
-        assert "1 assignments restored" in again.first
+        assert "1 assignment restored" in again.first
         other = extender_args(k8s_pod(name="next", uid="u-next", gpus=8),
                               ["a100-0", "a100-1"], True)
         code, res = post(again.port, "/filter", other, auth)
