@@ -102,4 +102,6 @@ def _nvml_source(node: str, kube: bool | None):  # noqa: ANN202
 
 
 def register(app: typer.Typer) -> None:
-    app.command("agent")(agent_cmd)
+    app.command("agent",
+                short_help="Node agent: GPU samples (NVML or replay), /metrics, reports.",
+                )(agent_cmd)

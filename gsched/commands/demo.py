@@ -264,4 +264,5 @@ def _report_loop(stop: threading.Event, duration: float | None, ingest, metrics,
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo_cmd)
+    app.command("demo",
+                short_help="Replay agents, the scheduler and Prometheus on loopback.")(demo_cmd)

@@ -290,4 +290,5 @@ def serve_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve_cmd)
+    app.command("serve",
+                short_help="Kube-scheduler extender: filter, prioritize, bind, preempt.")(serve_cmd)
