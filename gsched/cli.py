@@ -96,7 +96,11 @@ def _usage_pieces(command: Any, ctx: Any) -> list[str]:
 
 
 def _tidy(command: Any) -> None:
-    """Conventional metavars in help and usage lines, for every command in the tree."""
+    """Conventional metavars in help and usage lines, for every command in the tree.
+
+    typer builds these objects afresh for each run; setting public attributes (and two
+    methods) on the instances keeps gsched off typer's private classes.
+    """
     for sub in getattr(command, "commands", {}).values():
         _tidy(sub)
     for p in command.params:
@@ -130,7 +134,7 @@ def _usage_error(e: typer.TyperException) -> int:
             names = ", ".join(ctx.command.list_commands(ctx))
             message = f"missing command: one of {names} (see '{ctx.command_path} --help')"
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return e.exit_code if e.exit_code else 2
+    return 2
 
 
 def main(argv: list[str] | None = None) -> None:
