@@ -10,7 +10,8 @@ import pytest
 
 from gsched.errors import InputError
 from gsched.models import Cluster, Node
-from gsched.scheduler.packing.bounds import conflict_lower_bound, lower_bound, lp_lower_bound
+from gsched.scheduler.packing.bounds import conflict_lower_bound, lower_bound
+from gsched.scheduler.packing.bounds_lp import lp_lower_bound
 from gsched.scheduler.packing.pack import pack, pack_problem
 from gsched.scheduler.packing.plan import check_plan, count_moves
 from gsched.scheduler.packing.problem import Workload, build_problem

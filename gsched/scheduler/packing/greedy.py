@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from gsched.errors import InputError
-from gsched.scheduler.packing.problem import PackProblem
+from gsched.scheduler.packing.problem import SCALE, PackProblem
 
 
 class Packing:
@@ -167,3 +167,15 @@ def has_exclusive(prob: PackProblem, pk: Packing, gpus: np.ndarray) -> np.ndarra
 def peak_reservation_gpus(prob: PackProblem) -> int:
     """GPUs first-fit decreasing needs when every workload books its peak all day."""
     return int(greedy(prob, rule="first", keep_current=False, peak_only=True).used().sum())
+
+
+def request_booking_gpus(prob: PackProblem) -> int:
+    """GPUs first-fit decreasing needs when every workload books its *request* (a share up
+    to a whole GPU, the Kubernetes view: no profile, no headroom) all day."""
+    from dataclasses import replace
+
+    req = prob.request if prob.request is not None else prob.load.max(axis=1)
+    units = np.repeat(np.ceil(req * SCALE - 1e-6).astype(np.int64)[:, None], prob.slots, axis=1)
+    booked = replace(prob, units=units, cap=SCALE, exclusive=np.zeros(prob.n_items, dtype=bool),
+                     fixed={}, current={}, allowed_cache=prob.allowed_cache)
+    return int(greedy(booked, rule="first", keep_current=False).used().sum())
