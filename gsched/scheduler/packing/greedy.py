@@ -70,8 +70,8 @@ def greedy(prob: PackProblem, rule: str = "best", keep_current: bool = True,
     """Profile-aware first-fit (`rule="first"`) or best-fit (`"best"`) decreasing.
 
     Fixed workloads go first where they are; then (if `keep_current`) workloads with a
-    current placement stay there when it still fits; the rest are placed largest first
-    (GPU count, then peak, then daily load). First fit takes the lowest-ranked GPU that
+    current placement stay there when it still fits; the rest are placed most
+    constrained and largest first (GPU count, fewest allowed GPUs, peak, daily load). First fit takes the lowest-ranked GPU that
     fits in every slot; best fit the fitting GPU with the least load left over the day,
     which is where profiles interleave best. `peak_only` books each workload's peak in
     every slot instead: the peak-reservation baseline.
@@ -93,7 +93,12 @@ def greedy(prob: PackProblem, rule: str = "best", keep_current: bool = True,
                 pk.put(i, gpus)
     rank = gpu_order(prob)
     todo = [i for i in range(prob.n_items) if pk.where[i] is None]
-    todo.sort(key=lambda i: (-prob.num_gpu[i], -int(units[i].max()), -int(units[i].sum()), i))
+    for i in todo:
+        prob.allowed(i)  # fills the cache read below
+    n_allowed = {key: int(a.sum()) for key, a in prob.allowed_cache.items()}
+    # most constrained first: GPU count, then fewest allowed GPUs, then largest
+    todo.sort(key=lambda i: (-prob.num_gpu[i], n_allowed[(int(prob.mem[i]), prob.models[i])],
+                             -int(units[i].max()), -int(units[i].sum()), i))
     used = pk.used()
     for i in todo:
         gpus = fit_one(prob, pk, i, units[i], rule, rank, used)
@@ -165,8 +170,33 @@ def has_exclusive(prob: PackProblem, pk: Packing, gpus: np.ndarray) -> np.ndarra
 
 
 def peak_reservation_gpus(prob: PackProblem) -> int:
-    """GPUs first-fit decreasing needs when every workload books its peak all day."""
-    return int(greedy(prob, rule="first", keep_current=False, peak_only=True).used().sum())
+    """GPUs first-fit decreasing needs when every workload books its peak all day (on a
+    cluster widened as far as that takes: a baseline may need more GPUs than there are)."""
+    return _widening(prob, lambda p: greedy(p, rule="first", keep_current=False,
+                                            peak_only=True))
+
+
+def _widening(prob: PackProblem, run) -> int:  # noqa: ANN001 - PackProblem -> Packing
+    for _ in range(6):
+        try:
+            return int(run(prob).used().sum())
+        except InputError:
+            prob = _widened(prob)
+    return int(run(prob).used().sum())
+
+
+def _widened(prob: PackProblem) -> PackProblem:
+    """The same problem on twice the nodes (copies named `<node>+`)."""
+    from dataclasses import replace
+
+    n, g = len(prob.node_names), prob.n_gpus
+    return replace(prob, node_names=prob.node_names + [f"{x}+" for x in prob.node_names],
+                   node_first=np.concatenate((prob.node_first, prob.node_first + g)),
+                   node_count=np.concatenate((prob.node_count, prob.node_count)),
+                   gpu_node=np.concatenate((prob.gpu_node, prob.gpu_node + n)),
+                   gpu_local=np.concatenate((prob.gpu_local, prob.gpu_local)),
+                   gpu_model=prob.gpu_model * 2, gpu_mem=np.tile(prob.gpu_mem, 2),
+                   gpu_price=np.tile(prob.gpu_price, 2), allowed_cache={})
 
 
 def request_booking_gpus(prob: PackProblem) -> int:
@@ -178,4 +208,4 @@ def request_booking_gpus(prob: PackProblem) -> int:
     units = np.repeat(np.ceil(req * SCALE - 1e-6).astype(np.int64)[:, None], prob.slots, axis=1)
     booked = replace(prob, units=units, cap=SCALE, exclusive=np.zeros(prob.n_items, dtype=bool),
                      fixed={}, current={}, allowed_cache=prob.allowed_cache)
-    return int(greedy(booked, rule="first", keep_current=False).used().sum())
+    return _widening(booked, lambda p: greedy(p, rule="first", keep_current=False))

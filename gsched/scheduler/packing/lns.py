@@ -262,3 +262,24 @@ def eject(prob: PackProblem, pk: Packing, budget: Budget,
     return emptied
 
 
+
+
+def cpsat_start(prob: PackProblem, max_vars: int, seconds: float, seed: int) -> Packing | None:
+    """A first plan by CP-SAT when both greedy rules leave a workload out (a nearly full
+    cluster); only for models of at most `max_vars` placement variables, else None."""
+    pk = Packing(prob)
+    for i, gpus in prob.fixed.items():
+        pk.put(i, gpus)
+    items = [i for i in range(prob.n_items) if i not in prob.fixed]
+    if sum(int(prob.allowed(i).sum()) for i in items) > max_vars:
+        return None
+    gpus = list(range(prob.n_gpus))
+    garr = np.arange(prob.n_gpus)
+    sub = build_model(prob, items, gpus, prob.cap - pk.resid, prob.gpu_mem - pk.mem_free,
+                      pk.count > 0, has_exclusive(prob, pk, garr), objective=False)
+    res = solve_model(sub, prob, seconds, seed, 1, deterministic_time=seconds * DTIME_PER_SECOND)
+    if res.assignment is None:
+        return None
+    for i in items:
+        pk.put(i, res.assignment[i])
+    return pk

@@ -56,7 +56,7 @@ from gsched.scheduler.packing.greedy import (
     peak_reservation_gpus,
     request_booking_gpus,
 )
-from gsched.scheduler.packing.lns import Budget, eject, neighbourhood, solve_region
+from gsched.scheduler.packing.lns import Budget, cpsat_start, eject, neighbourhood, solve_region
 from gsched.scheduler.packing.plan import Assignment, PackPlan, gpu_usage
 from gsched.scheduler.packing.problem import PackProblem, Workload, build_problem
 from gsched.scheduler.packing.ruin import ruin_recreate
@@ -124,11 +124,16 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
     search_det = max(0.05, det_total - greedy_est - bounds_box)
 
     progress.stage = "greedy start"
-    ffd = greedy(prob, rule="first")
-    best = greedy(prob, rule="best")
-    ffd_gpus = int(ffd.used().sum())
-    if (ffd.cost(), ffd_gpus) < (best.cost(), int(best.used().sum())):
+    ffd, best = _try_greedy(prob, "first"), _try_greedy(prob, "best")
+    if ffd is None and best is None:
+        best = cpsat_start(prob, full_model_max_vars, min(time_limit * 0.2, 5.0), seed)
+        if best is None:
+            greedy(prob, rule="best")  # raises the error that names the workload
+    ffd_gpus = int(ffd.used().sum()) if ffd is not None else peak_reservation_gpus(prob)
+    if best is None or (ffd is not None and (ffd.cost(), ffd_gpus)
+                        < (best.cost(), int(best.used().sum()))):
         best = ffd
+    assert best is not None
     progress.incumbent = best
     greedy_gpus = int(best.used().sum())
     if move_budget is not None and best.moves() > move_budget:
@@ -161,6 +166,15 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
                              rb_gpus=rb_gpus, ffd_gpus=ffd_gpus, greedy_gpus=greedy_gpus,
                              time_limit=time_limit, wall=time.perf_counter() - t0)
     return plan, assignment
+
+
+def _try_greedy(prob: PackProblem, rule: str) -> Packing | None:
+    """A greedy start, or None when this rule leaves a workload nowhere to go (a full
+    cluster: the other rule may still fit everything)."""
+    try:
+        return greedy(prob, rule=rule)
+    except InputError:
+        return None
 
 
 def _search(prob: PackProblem, best: Packing, budget: Budget, lb: int, seed: int,
