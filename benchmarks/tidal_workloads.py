@@ -185,34 +185,67 @@ def field_curves(slots: int = 96, traces: str | None = None
     return out
 
 
-def field_mix(n: int, seed: int = 0, slots: int = 96, training_share: float = 0.1
-              ) -> list[Workload]:
-    """`n` inference services over every real curve (round robin, so each is used), plus
-    flat training, with GPU memory that binds on 80 GB GPUs.
+def field_rows(n: int, seed: int = 0, slots: int = 96, training_share: float = 0.1
+               ) -> list[dict]:
+    """`n` workloads over every real curve (round robin, so each is used), plus flat
+    training, with GPU memory that binds on 80 GB GPUs, as trace rows.
 
     A service takes its curve at a GPU share drawn from 0.10-1.00 in steps of 0.05 (so
     the mix has hundreds of distinct profiles); its memory is the pod's measured peak
     where the trace has one, else a model's weights plus KV cache drawn 12-40 GB, scaled
     towards the share. Training: flat at a Lucid utilisation, 10-40 GB, a few on 2-4
-    GPUs. Seeded: one instance per (n, seed).
+    GPUs. Seeded: one instance per (n, seed). Row keys: id, kind, num_gpu, share, mem,
+    curve (a `field_curves` name, or None for flat training at `util`), util.
     """
     rng = np.random.default_rng(seed)
     curves = field_curves(slots)
     order = rng.permutation(len(curves))
     train_u = lucid_utilizations()
-    out: list[Workload] = []
+    rows: list[dict] = []
     for i in range(n):
         if rng.random() < training_share:
             k = int(rng.choice([1, 2, 4], p=[0.8, 0.15, 0.05]))
             util = float(rng.choice(train_u)) * (1.0 if k > 1 else float(rng.choice([0.5, 1.0])))
-            out.append(Workload(id=f"train-{i}", load=np.full(slots, round(util, 3)),
-                                num_gpu=k, gpu_mem_mib=int(rng.integers(10, 41)) * 1024))
+            rows.append(dict(id=f"train-{i}", kind="training", num_gpu=k, share=1.0,
+                             mem=int(rng.integers(10, 41)) * 1024, curve=None,
+                             util=round(util, 3)))
             continue
-        name, prof, mem = curves[order[i % len(curves)]]
-        share = float(rng.integers(2, 21)) * 0.05
+        name, _, mem = curves[order[i % len(curves)]]
+        share = round(float(rng.integers(2, 21)) * 0.05, 2)
         if mem is None or mem <= 0:
             mem = int(rng.integers(12, 41)) * 1024
         mem = max(2048, min(FIELD_GPU_MEM, int(mem * (0.5 + 0.5 * share))))
-        out.append(Workload(id=f"{name}-{i}", load=np.round(share * prof, 4),
-                            gpu_mem_mib=mem))
-    return out
+        rows.append(dict(id=f"{name}-{i}", kind="inference", num_gpu=1, share=share, mem=mem,
+                         curve=name, util=1.0))
+    return rows
+
+
+def field_mix(n: int, seed: int = 0, slots: int = 96, training_share: float = 0.1
+              ) -> list[Workload]:
+    """`field_rows` as packer workloads (load = share x curve, request = share)."""
+    curves = {name: prof for name, prof, _ in field_curves(slots)}
+    return [Workload(id=r["id"], num_gpu=r["num_gpu"], gpu_mem_mib=r["mem"],
+                     request=r["share"],
+                     load=(np.round(curves[r["curve"]], 4) * r["share"] if r["curve"]
+                           else np.full(slots, r["util"] * r["share"])))
+            for r in field_rows(n, seed, slots, training_share)]
+
+
+def write_field_trace(rows: list[dict], directory: Path, slots: int = 96) -> Path:
+    """The rows as a native trace (`field.csv`) and its named profiles
+    (`field.profiles.csv`), as `gsched pack` reads them."""
+    curves = {name: prof for name, prof, _ in field_curves(slots)}
+    used = sorted({r["curve"] for r in rows if r["curve"]})
+    with open(directory / "field.profiles.csv", "w") as f:
+        f.write("name," + ",".join(f"s{k}" for k in range(slots)) + "\n")
+        for name in used:
+            f.write(name + "," + ",".join(f"{v:.4f}" for v in np.round(curves[name], 4)) + "\n")
+    path = directory / "field.csv"
+    with open(path, "w") as f:
+        f.write("id,kind,submit_time,duration,num_gpu,gpu_share,gpu_mem_mib,utilization,"
+                "profile\n")
+        for r in rows:
+            dur = 86400 if r['kind'] == 'training' else ''
+            f.write(f"{r['id']},{r['kind']},0,{dur},{r['num_gpu']},{r['share']},{r['mem']},"
+                    f"{r['util']},{r['curve'] or ''}\n")
+    return path

@@ -71,10 +71,11 @@ def greedy(prob: PackProblem, rule: str = "best", keep_current: bool = True,
 
     Fixed workloads go first where they are; then (if `keep_current`) workloads with a
     current placement stay there when it still fits; the rest are placed most
-    constrained and largest first (GPU count, fewest allowed GPUs, peak, daily load). First fit takes the lowest-ranked GPU that
-    fits in every slot; best fit the fitting GPU with the least load left over the day,
-    which is where profiles interleave best. `peak_only` books each workload's peak in
-    every slot instead: the peak-reservation baseline.
+    constrained and largest first (GPU count, fewest allowed GPUs, peak, daily load).
+    First fit takes the lowest-ranked GPU that fits in every slot; best fit the fitting
+    GPU with the least load left over the day, which is where profiles interleave best.
+    `peak_only` books each workload's peak in every slot instead: the peak-reservation
+    baseline.
     """
     units = prob.units
     if peak_only:

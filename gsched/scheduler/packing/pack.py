@@ -107,18 +107,20 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
                  max_iterations: int = 100_000, neighbourhood_size: int = 12,
                  full_model_max_vars: int = 3_000, sub_limit: float = 0.5,
                  rr_share: float = 0.9, deadline: float | None = None,
-                 progress: Progress | None = None,
+                 progress: Progress | None = None, overhead: float = 0.0,
                  ) -> tuple[PackPlan, dict[str, tuple[str, list[int]]]]:
     """`pack` on an already built problem; also returns the raw assignment mapping.
 
-    `deadline` (perf_counter) is the wall-clock guard, by default `time_limit` from now.
+    `deadline` (perf_counter) is the wall-clock guard, by default `time_limit` from now;
+    `overhead` the seconds of `time_limit` a caller spends outside (an estimate, so the
+    deterministic budget stays a function of the input).
     `rr_share` of the search budget (and of the iteration cap) goes to numpy
     ruin-and-recreate, the rest to the CP-SAT LNS."""
     t0 = time.perf_counter()
     deadline = t0 + time_limit if deadline is None else deadline
     deterministic = deterministic and workers == 1
     progress = progress or Progress()
-    det_total = time_limit * DET_SHARE
+    det_total = max(0.0, time_limit - overhead) * DET_SHARE
     greedy_est = GREEDY_SECONDS_PER_ITEM * prob.n_items
     bounds_box = max(0.0, (det_total - greedy_est) * BOUNDS_SHARE)
     search_det = max(0.05, det_total - greedy_est - bounds_box)
