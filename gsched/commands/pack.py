@@ -47,11 +47,13 @@ class _Heartbeat:
         self.progress, self.start, self.limit = progress, start, limit
         self.enabled = enabled
         self._stop = threading.Event()
-        self._last_stage = ""
+        self._lock = threading.Lock()
+        self._next_at = time.perf_counter() + PROGRESS_SECONDS
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> _Heartbeat:
         if self.enabled:
+            self.progress.on_stage = lambda _: self._print()
             self._thread.start()
         return self
 
@@ -59,6 +61,7 @@ class _Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        self.progress.on_stage = None
 
     def line(self) -> str:
         p = self.progress
@@ -73,14 +76,15 @@ class _Heartbeat:
             parts.append(f"{p.budget.iterations:,} steps")
         return "  ".join(parts)
 
+    def _print(self) -> None:
+        with self._lock:
+            self._next_at = time.perf_counter() + PROGRESS_SECONDS
+            print(self.line(), file=sys.stderr, flush=True)
+
     def _run(self) -> None:
-        next_at = time.perf_counter() + PROGRESS_SECONDS
-        while not self._stop.wait(0.05):
-            now = time.perf_counter()
-            if self.progress.stage != self._last_stage or now >= next_at:
-                self._last_stage = self.progress.stage
-                next_at = now + PROGRESS_SECONDS
-                print(self.line(), file=sys.stderr, flush=True)
+        while not self._stop.wait(0.1):
+            if time.perf_counter() >= self._next_at:
+                self._print()
 
 
 def _hhmm(slot: int, slots: int) -> str:

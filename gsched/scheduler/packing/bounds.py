@@ -246,7 +246,8 @@ def conflict_lower_bound(prob: PackProblem, clique: Sequence[int] | None = None)
 def compute_bounds(prob: PackProblem, seconds: float = math.inf,
                    deadline: float | None = None, lp_dtime_per_second: float = 1.0) -> Bounds:
     """Every bound, the expensive ones within `seconds` (deterministic estimates decide
-    what runs) and never past the wall-clock `deadline` (perf_counter; a guard)."""
+    what runs and how large, so a quiet machine always gives the same bounds) and never
+    past the wall-clock `deadline` (perf_counter; a guard)."""
     from gsched.scheduler.packing.bounds_lp import lp_bound
 
     t0 = time.perf_counter()
@@ -283,7 +284,9 @@ def compute_bounds(prob: PackProblem, seconds: float = math.inf,
                               f"{len(cc.rep) + cc.truncated:,} conflict classes"
     b.seconds["clique"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    left = seconds - (t2 - t0) if math.isfinite(seconds) else math.inf
+    # what is left for the LP, by estimate (the clique's K x K x T tests), not by clock
+    clique_est = CLIQUE_ELEM_SECONDS * prob.slots * min(max_classes, len(shared)) ** 2
+    left = max(0.0, seconds - clique_est) if math.isfinite(seconds) else math.inf
     best_lp: int | None = None
     why = ""
     for c in cliques:
@@ -293,7 +296,7 @@ def compute_bounds(prob: PackProblem, seconds: float = math.inf,
             why = "wall-clock deadline"
             break
         v, why_c = lp_bound(prob, c, lo, allowed, tmem, dtime=per * lp_dtime_per_second,
-                            wall=None if wall is None else min(wall, per * 1.5))
+                            wall=min(wall, 3 * per) if wall is not None else None)
         why = why or why_c
         if v is not None:
             best_lp = max(best_lp or 0, v)

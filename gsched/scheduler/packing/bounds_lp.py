@@ -39,7 +39,7 @@ def lp_bound(prob: PackProblem, clique: Sequence[int], lo: np.ndarray, allowed: 
              tmem: np.ndarray, dtime: float = math.inf, wall: float | None = None,
              max_nonzeros: int = 500_000) -> tuple[int | None, str]:
     """(bound, "") or (None, why it was cut). `dtime`: GLOP deterministic time limit;
-    `wall`: wall-clock seconds (a guard); both also cap the LP's size."""
+    `wall`: wall-clock seconds (a guard). The LP's size is capped by `dtime` alone."""
     from ortools.linear_solver import linear_solver_pb2, pywraplp
 
     excl = prob.exclusive
@@ -50,9 +50,8 @@ def lp_bound(prob: PackProblem, clique: Sequence[int], lo: np.ndarray, allowed: 
     base = whole + int(k_gpu[clique].sum())
     if len(rest) == 0:
         return base, ""
-    budget_s = min(dtime, wall if wall is not None else math.inf)
-    if math.isfinite(budget_s):
-        max_nonzeros = min(max_nonzeros, int(budget_s * NNZ_PER_SECOND))
+    if math.isfinite(dtime):  # the size cap follows the deterministic budget, never the clock
+        max_nonzeros = min(max_nonzeros, int(dtime * NNZ_PER_SECOND))
     cap = float(prob.cap)
     key = np.concatenate((lo, prob.mem[:, None], allowed.astype(np.int64)), axis=1)
     ck, cm = _classes(key, clique, k_gpu[clique].astype(float))

@@ -42,7 +42,7 @@ the guard did not fire (`stopped_by` says which stopped it). `workers > 1` or
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +82,12 @@ class Progress:
     incumbent: Packing | None = None
     bound: int | None = None
     budget: Budget | None = None
+    on_stage: Callable[[Progress], None] | None = None
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+        if self.on_stage is not None:
+            self.on_stage(self)
 
     def gpus(self) -> int | None:
         return None if self.incumbent is None else int((self.incumbent.count > 0).sum())
@@ -125,7 +131,7 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
     bounds_box = max(0.0, (det_total - greedy_est) * BOUNDS_SHARE)
     search_det = max(0.05, det_total - greedy_est - bounds_box)
 
-    progress.stage = "greedy start"
+    progress.enter("greedy start")
     ffd, best = _try_greedy(prob, "first"), _try_greedy(prob, "best")
     if ffd is None and best is None:
         best = cpsat_start(prob, full_model_max_vars, min(time_limit * 0.2, 5.0), seed)
@@ -145,14 +151,14 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
     pr_gpus = peak_reservation_gpus(prob)
     rb_gpus = request_booking_gpus(prob)
 
-    progress.stage = "lower bounds"
+    progress.enter("lower bounds")
     bounds = compute_bounds(prob, bounds_box if deterministic else
                             max(0.0, (deadline - time.perf_counter()) * BOUNDS_SHARE),
                             deadline=deadline, lp_dtime_per_second=LP_DTIME_PER_SECOND)
     lb = bounds.best
     progress.bound = lb
 
-    progress.stage = "search"
+    progress.enter("search")
     budget = Budget(search_det if deterministic else max(0.0, deadline - time.perf_counter()),
                     deterministic, max_iterations, deadline=deadline)
     progress.budget = budget
@@ -162,7 +168,7 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
     if not budget.stopped_by:
         budget.stopped_by = "lower bound reached" if int(best.used().sum()) <= lb else (
             "proven optimal" if optimal else "search exhausted")
-    progress.stage = "writing the plan"
+    progress.enter("writing the plan")
     plan, assignment = _plan(prob, best, bounds, status, optimal, improvements, budget,
                              seed=seed, move_budget=move_budget, pr_gpus=pr_gpus,
                              rb_gpus=rb_gpus, ffd_gpus=ffd_gpus, greedy_gpus=greedy_gpus,
