@@ -71,15 +71,16 @@ def greedy(prob: PackProblem, rule: str = "best", keep_current: bool = True,
 
     Fixed workloads go first where they are; then (if `keep_current`) workloads with a
     current placement stay there when it still fits; the rest are placed most
-    constrained and largest first (GPU count, fewest allowed GPUs, peak, daily load).
+    constrained and largest first (GPU count, fewest allowed GPUs, peak share plus
+    memory share, daily load).
     First fit takes the lowest-ranked GPU that fits in every slot; best fit the fitting
     GPU with the least load left over the day, which is where profiles interleave best.
     `peak_only` books each workload's peak in every slot instead: the peak-reservation
     baseline.
     """
     units = prob.units
-    if peak_only:
-        units = np.repeat(units.max(axis=1, keepdims=True), prob.slots, axis=1)
+    if peak_only:  # one slot holding the peak: the same plan, 1/T of the work
+        units = units.max(axis=1, keepdims=True)
         prob = _with_units(prob, units)
     pk = Packing(prob)
     for i, gpus in prob.fixed.items():
@@ -97,9 +98,12 @@ def greedy(prob: PackProblem, rule: str = "best", keep_current: bool = True,
     for i in todo:
         prob.allowed(i)  # fills the cache read below
     n_allowed = {key: int(a.sum()) for key, a in prob.allowed_cache.items()}
-    # most constrained first: GPU count, then fewest allowed GPUs, then largest
+    # most constrained first: GPU count, then fewest allowed GPUs, then largest by peak
+    # share plus memory share (vector-packing size: where memory binds it counts too)
+    mem_share = prob.mem / max(1, int(prob.gpu_mem.max(initial=1)))
+    size = units.max(axis=1, initial=0) / prob.cap + mem_share
     todo.sort(key=lambda i: (-prob.num_gpu[i], n_allowed[(int(prob.mem[i]), prob.models[i])],
-                             -int(units[i].max()), -int(units[i].sum()), i))
+                             -float(size[i]), -int(units[i].sum()), i))
     used = pk.used()
     for i in todo:
         gpus = fit_one(prob, pk, i, units[i], rule, rank, used)
@@ -113,7 +117,8 @@ def greedy(prob: PackProblem, rule: str = "best", keep_current: bool = True,
 
 def _with_units(prob: PackProblem, units: np.ndarray) -> PackProblem:
     from dataclasses import replace
-    return replace(prob, units=units, allowed_cache=prob.allowed_cache)
+    return replace(prob, units=units, slots=units.shape[1], load=prob.load[:, :units.shape[1]],
+                   allowed_cache=prob.allowed_cache)
 
 
 def fit_one(prob: PackProblem, pk: Packing, i: int, u: np.ndarray, rule: str,
@@ -125,11 +130,15 @@ def fit_one(prob: PackProblem, pk: Packing, i: int, u: np.ndarray, rule: str,
     cand_used = np.flatnonzero(used & allowed) if not excl else np.zeros(0, dtype=np.int64)
     ok_used = cand_used
     if len(cand_used):
-        # Cheap necessary test on the item's peak slot first, full test on survivors.
+        # Cheap necessary tests on the item's peak slot and its highest slots first, the
+        # full test on the survivors.
         tp = int(np.argmax(u))
         pre = ((pk.resid[cand_used, tp] >= u[tp]) & (pk.mem_free[cand_used] >= prob.mem[i])
                & ~pk.excl[cand_used])
         cand_used = cand_used[pre]
+        if len(cand_used) > 64 and len(u) > 8:  # then its 8 highest slots
+            top = np.argpartition(-u, 8)[:8]
+            cand_used = cand_used[(pk.resid[np.ix_(cand_used, top)] >= u[top]).all(axis=1)]
         ok = (pk.resid[cand_used] >= u).all(axis=1)
         ok_used = cand_used[ok]
     empty = np.flatnonzero(~used & allowed & (pk.count == 0)) if allow_empty else cand_used[:0]
@@ -153,12 +162,13 @@ def fit_one(prob: PackProblem, pk: Packing, i: int, u: np.ndarray, rule: str,
     if len(nodes) == 0:
         return None
     is_used = used[cand]
+    lowest = np.full(len(prob.node_names), np.iinfo(np.int64).max)
+    np.minimum.at(lowest, node_of, rank[cand])
+    node_rank = lowest[nodes]
     if rule == "first":
-        node_rank = np.array([rank[cand[node_of == n]].min() for n in nodes])
         node = int(nodes[np.argmin(node_rank)])
     else:  # most already-used GPUs that fit, then lowest rank
         used_per = np.bincount(node_of[is_used], minlength=len(prob.node_names))[nodes]
-        node_rank = np.array([rank[cand[node_of == n]].min() for n in nodes])
         node = int(nodes[np.lexsort((node_rank, -np.minimum(used_per, k)))[0]])
     mine = cand[node_of == node]
     order = np.lexsort((rank[mine], ~used[mine]))
@@ -206,7 +216,8 @@ def request_booking_gpus(prob: PackProblem) -> int:
     from dataclasses import replace
 
     req = prob.request if prob.request is not None else prob.load.max(axis=1)
-    units = np.repeat(np.ceil(req * SCALE - 1e-6).astype(np.int64)[:, None], prob.slots, axis=1)
-    booked = replace(prob, units=units, cap=SCALE, exclusive=np.zeros(prob.n_items, dtype=bool),
-                     fixed={}, current={}, allowed_cache=prob.allowed_cache)
+    units = np.ceil(req * SCALE - 1e-6).astype(np.int64)[:, None]  # one slot: all day alike
+    booked = replace(prob, units=units, slots=1, load=prob.load[:, :1], cap=SCALE,
+                     exclusive=np.zeros(prob.n_items, dtype=bool), fixed={}, current={},
+                     allowed_cache=prob.allowed_cache)
     return _widening(booked, lambda p: greedy(p, rule="first", keep_current=False))
