@@ -109,6 +109,36 @@ def run_cli(n: int, limit: float, seed: int, repeat: int, workdir: Path) -> dict
             "plan": plan}
 
 
+def determinism(args: argparse.Namespace) -> None:
+    """The packer in-process, twice per size, with the wall-clock guard an hour away: the
+    deterministic budget alone stops it. Prints the CPU seconds each run took (what the
+    wall time is on an idle machine) and whether the two plans are byte-identical."""
+    from tidal_workloads import field_mix
+
+    from gsched.models import Cluster, Node
+
+    limits = [float(x) for x in args.limits.split(",")] if args.limits else None
+    print(f"{'workloads':>9}{'limit':>7}{'cpu s (2 runs)':>16}{'identical':>11}{'GPUs':>7}"
+          f"  stopped by")
+    for k, n in enumerate(int(x) for x in args.sizes.split(",")):
+        limit = limits[k] if limits else args.time_limit
+        nodes = -(-int(n * 0.75) // 8) + 1
+        cl = Cluster(nodes=[Node(name=f"a100-{j}", gpu_count=8, gpu_model="A100")
+                            for j in range(nodes)])
+        blobs, cpus = [], []
+        for _ in range(2):
+            prob = build_problem(field_mix(n, seed=args.seed), cl, args.headroom)
+            c0 = time.process_time()
+            plan, _ = pack_problem(prob, time_limit=limit, seed=args.seed,
+                                   deadline=time.perf_counter() + 3600,
+                                   overhead=1.0 + 0.4 + 3e-4 * n)  # as the CLI estimates
+            cpus.append(time.process_time() - c0)
+            blobs.append(plan.model_dump_json())
+        print(f"{n:>9,}{limit:>7g}{cpus[0]:>8.1f}{cpus[1]:>8.1f}"
+              f"{'yes' if blobs[0] == blobs[1] else 'NO':>11}{plan.gpus_used:>7,}"
+              f"  {plan.stopped_by}", flush=True)
+
+
 def main_field(args: argparse.Namespace) -> None:
     import tempfile
 
@@ -147,7 +177,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="field mix: runs per size")
     ap.add_argument("--headroom", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--determinism", action="store_true",
+                    help="field mix in-process, wall guard off: CPU time and identical plans")
     args = ap.parse_args()
+    if args.determinism:
+        determinism(args)
+        return
     if args.mixes == "field":
         main_field(args)
         return
