@@ -131,7 +131,7 @@ def determinism(args: argparse.Namespace) -> None:
             c0 = time.process_time()
             plan, _ = pack_problem(prob, time_limit=limit, seed=args.seed,
                                    deadline=time.perf_counter() + 3600,
-                                   overhead=1.0 + 0.4 + 3e-4 * n)  # as the CLI estimates
+                                   overhead=1.0 + 0.5 + 5e-4 * n)  # as the CLI estimates
             cpus.append(time.process_time() - c0)
             blobs.append(plan.model_dump_json())
         print(f"{n:>9,}{limit:>7g}{cpus[0]:>8.1f}{cpus[1]:>8.1f}"

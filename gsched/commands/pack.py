@@ -23,7 +23,7 @@ PROGRESS_SECONDS = 5.0
 #: deterministic budget, and with it the plan, does not depend on machine load):
 #: interpreter start and imports, and reading the trace per job
 STARTUP_SECONDS = 1.0
-READ_SECONDS_PER_JOB = 2e-4
+READ_SECONDS_PER_JOB = 3e-4
 
 
 def _process_age() -> float:
@@ -177,7 +177,7 @@ def pack_cmd(
                      source="sized to the workloads")
     prob = build_problem(wl, cl, headroom, tr.slots)
     # the plan must be out by the limit: keep back what writing it takes
-    reserve = 0.4 + 1e-4 * prob.n_items
+    reserve = 0.5 + 2e-4 * prob.n_items
     progress = Progress(stage="packing")
     with _Heartbeat(progress, start, time_limit, enabled=not quiet and not sys.stderr.isatty()):
         plan, assignment = pack_problem(prob, time_limit=time_limit, seed=seed,

@@ -67,8 +67,12 @@ def type_table(prob: PackProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     gtype = np.array([keys.index((prob.gpu_model[g], int(prob.gpu_mem[g])))
                       for g in range(prob.n_gpus)], dtype=np.int64)
     allowed = np.zeros((prob.n_items, len(keys)), dtype=bool)
+    rows: dict[tuple, np.ndarray] = {}
     for i in range(prob.n_items):
-        allowed[i, np.unique(gtype[prob.allowed(i)])] = True
+        key = (int(prob.mem[i]), prob.models[i])
+        if key not in rows:
+            rows[key] = np.isin(np.arange(len(keys)), gtype[prob.allowed(i)])
+        allowed[i] = rows[key]
     return allowed, tmem, tmodel
 
 
