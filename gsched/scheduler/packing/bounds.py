@@ -300,7 +300,7 @@ def compute_bounds(prob: PackProblem, seconds: float = math.inf,
             why = "wall-clock deadline"
             break
         v, why_c = lp_bound(prob, c, lo, allowed, tmem, dtime=per * lp_dtime_per_second,
-                            wall=min(wall, 3 * per) if wall is not None else None)
+                            wall=wall)  # the deadline alone guards: see lns.run
         why = why or why_c
         if v is not None:
             best_lp = max(best_lp or 0, v)

@@ -141,14 +141,14 @@ def fit_one(prob: PackProblem, pk: Packing, i: int, u: np.ndarray, rule: str,
             cand_used = cand_used[(pk.resid[np.ix_(cand_used, top)] >= u[top]).all(axis=1)]
         ok = (pk.resid[cand_used] >= u).all(axis=1)
         ok_used = cand_used[ok]
+    if k == 1 and len(ok_used):
+        if rule == "first":
+            return (int(ok_used[np.argmin(rank[ok_used])]),)
+        left = (pk.resid[ok_used] - u).sum(axis=1)
+        best = np.lexsort((rank[ok_used], left))[0]
+        return (int(ok_used[best]),)
     empty = np.flatnonzero(~used & allowed & (pk.count == 0)) if allow_empty else cand_used[:0]
     if k == 1:
-        if len(ok_used):
-            if rule == "first":
-                return (int(ok_used[np.argmin(rank[ok_used])]),)
-            left = (pk.resid[ok_used] - u).sum(axis=1)
-            best = np.lexsort((rank[ok_used], left))[0]
-            return (int(ok_used[best]),)
         if len(empty):
             return (int(empty[np.argmin(rank[empty])]),)
         return None

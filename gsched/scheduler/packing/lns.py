@@ -49,6 +49,14 @@ class Budget:
             return min(self.time_limit - self.dtime / DTIME_PER_SECOND, wall_left)
         return wall_left
 
+    def plan_left(self) -> float:
+        """What a step may plan to spend: the deterministic budget left when
+        deterministic (never the clock, so plans do not depend on machine load; the
+        deadline guards through `done`), else the wall clock left."""
+        if self.deterministic:
+            return self.time_limit - self.dtime / DTIME_PER_SECOND
+        return self.wall_left()
+
     def done(self) -> bool:
         if self.iterations >= self.max_iterations:
             self.stopped_by = self.stopped_by or "iteration cap"
@@ -109,8 +117,11 @@ def solve_region(prob: PackProblem, pk: Packing, gpus: list[int], budget: Budget
     before = _region_key(prob, pk, region, items)
 
     def run(model: SubModel, share: float) -> SubResult:
-        limit = min(sub_limit * share, max(budget.left(), 0.01))
-        wall = max(min(limit * 2, budget.wall_left()), 0.01)
+        limit = min(sub_limit * share, max(budget.plan_left(), 0.01))
+        # deterministic: only the run's deadline guards a call (a per-call wall cap
+        # would fire on a busy machine and make the plan depend on the load)
+        wall = max(budget.wall_left() if budget.deterministic
+                   else min(limit * 2, budget.wall_left()), 0.01)
         r = solve_model(model, prob, limit, seed, workers,
                         deterministic_time=limit * DTIME_PER_SECOND if budget.deterministic
                         else None, wall_guard=wall)

@@ -202,8 +202,8 @@ def _search(prob: PackProblem, best: Packing, budget: Budget, lb: int, seed: int
         # Small enough for one model: most of the budget goes to it; LNS gets the rest
         # only if the model did not prove the cost optimal.
         res = solve_region(prob, best, list(candidates), budget, seed, workers,
-                           budget.left() * 0.6, move_budget, full=True, phases=True)
-        if res is not None:
+                           budget.plan_left() * 0.6, move_budget, full=True, phases=True)
+        if res is not None and res.assignment is not None:  # else: no better than greedy
             status = res.status.lower()
             optimal = res.status in ("OPTIMAL", "COST_OPTIMAL") and (
                 len(candidates) == prob.n_gpus or _interchangeable(prob))
@@ -214,7 +214,7 @@ def _search(prob: PackProblem, best: Packing, budget: Budget, lb: int, seed: int
     status = "lns" if status == "greedy" else status + "+lns"
     if eject(prob, best, budget, move_budget, share=0.25 if prob.n_items > 2_000 else 1.0):
         improvements += 1
-    if ruin_recreate(prob, best, budget, rng, reserve=budget.left() * (1 - rr_share),
+    if ruin_recreate(prob, best, budget, rng, reserve=budget.plan_left() * (1 - rr_share),
                      max_iterations=int(max_iterations * rr_share), target=lb):
         improvements += 1
     while not budget.done() and int(best.used().sum()) > lb:

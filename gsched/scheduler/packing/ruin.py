@@ -61,7 +61,7 @@ def ruin_recreate(prob: PackProblem, pk: Packing, budget: Budget, rng: np.random
     stop = budget.iterations + max_iterations if max_iterations is not None else None
     emptied = 0
 
-    while (not budget.done() and budget.left() > reserve and int(pk.count.astype(bool).sum())
+    while (not budget.done() and budget.plan_left() > reserve and int(pk.count.astype(bool).sum())
            > target and (stop is None or budget.iterations < stop)):
         budget.iterations += 1
         used = pk.used()
