@@ -301,6 +301,8 @@ def compute_bounds(prob: PackProblem, seconds: float = math.inf,
             break
         v, why_c = lp_bound(prob, c, lo, allowed, tmem, dtime=per * lp_dtime_per_second,
                             wall=wall)  # the deadline alone guards: see lns.run
+        if v is None and deadline is not None and time.perf_counter() >= deadline - 0.05:
+            why_c = "wall-clock deadline"
         why = why or why_c
         if v is not None:
             best_lp = max(best_lp or 0, v)

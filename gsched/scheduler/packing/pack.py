@@ -157,6 +157,7 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
                             deadline=deadline, lp_dtime_per_second=LP_DTIME_PER_SECOND)
     lb = bounds.best
     progress.bound = lb
+    guard_cut = any("wall-clock deadline" in why for why in bounds.cut.values())
 
     progress.enter("search")
     budget = Budget(search_det if deterministic else max(0.0, deadline - time.perf_counter()),
@@ -165,6 +166,8 @@ def pack_problem(prob: PackProblem, time_limit: float = 10.0, seed: int = 0, wor
     status, optimal, improvements = _search(prob, best, budget, lb, seed, workers, move_budget,
                                             neighbourhood_size, full_model_max_vars,
                                             sub_limit, rr_share, max_iterations)
+    if guard_cut:  # the bounds depend on the clock: say so, whatever stopped the search
+        budget.stopped_by = "wall-clock deadline"
     if not budget.stopped_by:
         budget.stopped_by = "lower bound reached" if int(best.used().sum()) <= lb else (
             "proven optimal" if optimal else "search exhausted")
