@@ -10,7 +10,8 @@ import pytest
 
 from gsched.errors import InputError
 from gsched.models import Cluster, Node
-from gsched.scheduler.packing.bounds import conflict_lower_bound, lower_bound, lp_lower_bound
+from gsched.scheduler.packing.bounds import conflict_lower_bound, lower_bound
+from gsched.scheduler.packing.bounds_lp import lp_lower_bound
 from gsched.scheduler.packing.pack import pack, pack_problem
 from gsched.scheduler.packing.plan import check_plan, count_moves
 from gsched.scheduler.packing.problem import Workload, build_problem
@@ -282,3 +283,40 @@ def test_cheaper_gpus_are_preferred_when_prices_differ():
     assert {assignment[w][0] for w in ("a", "b", "c")} <= {"cheap", "dear"}
     # the cheapest plan: one H100 (forced) plus T4s, never a second H100
     assert plan.optimal and plan.cost_per_hour == pytest.approx(4.0 + 0.5 * (plan.gpus_used - 1))
+
+
+def test_a_deterministic_budget_gives_byte_identical_plans_for_a_seed():
+    # Stopped by the deterministic budget, not by an iteration cap; the wall-clock
+    # guard is far away, as on a quiet machine.
+    import time
+
+    wl, cl = lns_instance(200)
+    plans = []
+    for _ in range(2):
+        prob = build_problem(wl, cl, headroom=0.1)
+        plan, _ = pack_problem(prob, time_limit=1.0, seed=4, full_model_max_vars=0,
+                               deadline=time.perf_counter() + 600)
+        plans.append(plan.model_dump_json())
+        assert plan.stopped_by == "deterministic budget" and plan.deterministic
+        assert plan.solve_seconds_kind == "deterministic"
+    assert plans[0] == plans[1]
+
+
+def test_the_wall_clock_deadline_cuts_the_search_and_says_so():
+    import time
+
+    wl, cl = lns_instance(200)
+    prob = build_problem(wl, cl, headroom=0.1)
+    plan, assignment = pack_problem(prob, time_limit=100, seed=1, full_model_max_vars=0,
+                                    deadline=time.perf_counter() + 0.3)
+    assert check_plan(prob, assignment) == []
+    assert plan.stopped_by == "wall-clock deadline"
+    assert plan.solve_seconds_kind == "wall"  # the plan may differ run to run: say so
+
+
+def test_more_workers_trade_determinism_and_say_so():
+    wl, cl = lns_instance(64)
+    prob = build_problem(wl, cl, headroom=0.1)
+    plan, assignment = pack_problem(prob, time_limit=1, workers=2, full_model_max_vars=0)
+    assert check_plan(prob, assignment) == []
+    assert plan.deterministic is False and plan.solve_seconds_kind == "wall"

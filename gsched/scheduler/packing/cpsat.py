@@ -245,14 +245,16 @@ def _relabel_hint(items: list[int], groups: list[list[int]],
 
 
 def solve_model(sub: SubModel, prob: PackProblem, time_limit: float, seed: int = 0,
-                workers: int = 1, deterministic_time: float | None = None) -> SubResult:
+                workers: int = 1, deterministic_time: float | None = None,
+                wall_guard: float | None = None) -> SubResult:
     """Solve; returns the assignment for optimal or feasible, None for infeasible/unknown."""
     s = cp_model.CpSolver()
     s.parameters.max_time_in_seconds = max(time_limit, 0.01)
     if deterministic_time is not None:
         # The deterministic limit must be the one that binds; wall time is a far guard.
         s.parameters.max_deterministic_time = max(deterministic_time, 0.01)
-        s.parameters.max_time_in_seconds = max(10 * time_limit, 5.0)
+        s.parameters.max_time_in_seconds = (max(10 * time_limit, 5.0) if wall_guard is None
+                                            else max(wall_guard, 0.01))
     s.parameters.random_seed = seed
     s.parameters.num_workers = workers
     if workers > 1 and deterministic_time is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from gsched.errors import InputError
-from gsched.scheduler.packing.problem import PackProblem
+from gsched.scheduler.packing.problem import SCALE, PackProblem
 
 
 class Packing:
@@ -70,15 +70,17 @@ def greedy(prob: PackProblem, rule: str = "best", keep_current: bool = True,
     """Profile-aware first-fit (`rule="first"`) or best-fit (`"best"`) decreasing.
 
     Fixed workloads go first where they are; then (if `keep_current`) workloads with a
-    current placement stay there when it still fits; the rest are placed largest first
-    (GPU count, then peak, then daily load). First fit takes the lowest-ranked GPU that
-    fits in every slot; best fit the fitting GPU with the least load left over the day,
-    which is where profiles interleave best. `peak_only` books each workload's peak in
-    every slot instead: the peak-reservation baseline.
+    current placement stay there when it still fits; the rest are placed most
+    constrained and largest first (GPU count, fewest allowed GPUs, peak share plus
+    memory share, daily load).
+    First fit takes the lowest-ranked GPU that fits in every slot; best fit the fitting
+    GPU with the least load left over the day, which is where profiles interleave best.
+    `peak_only` books each workload's peak in every slot instead: the peak-reservation
+    baseline.
     """
     units = prob.units
-    if peak_only:
-        units = np.repeat(units.max(axis=1, keepdims=True), prob.slots, axis=1)
+    if peak_only:  # one slot holding the peak: the same plan, 1/T of the work
+        units = units.max(axis=1, keepdims=True)
         prob = _with_units(prob, units)
     pk = Packing(prob)
     for i, gpus in prob.fixed.items():
@@ -93,7 +95,15 @@ def greedy(prob: PackProblem, rule: str = "best", keep_current: bool = True,
                 pk.put(i, gpus)
     rank = gpu_order(prob)
     todo = [i for i in range(prob.n_items) if pk.where[i] is None]
-    todo.sort(key=lambda i: (-prob.num_gpu[i], -int(units[i].max()), -int(units[i].sum()), i))
+    for i in todo:
+        prob.allowed(i)  # fills the cache read below
+    n_allowed = {key: int(a.sum()) for key, a in prob.allowed_cache.items()}
+    # most constrained first: GPU count, then fewest allowed GPUs, then largest by peak
+    # share plus memory share (vector-packing size: where memory binds it counts too)
+    mem_share = prob.mem / max(1, int(prob.gpu_mem.max(initial=1)))
+    size = units.max(axis=1, initial=0) / prob.cap + mem_share
+    todo.sort(key=lambda i: (-prob.num_gpu[i], n_allowed[(int(prob.mem[i]), prob.models[i])],
+                             -float(size[i]), -int(units[i].sum()), i))
     used = pk.used()
     for i in todo:
         gpus = fit_one(prob, pk, i, units[i], rule, rank, used)
@@ -107,7 +117,8 @@ def greedy(prob: PackProblem, rule: str = "best", keep_current: bool = True,
 
 def _with_units(prob: PackProblem, units: np.ndarray) -> PackProblem:
     from dataclasses import replace
-    return replace(prob, units=units, allowed_cache=prob.allowed_cache)
+    return replace(prob, units=units, slots=units.shape[1], load=prob.load[:, :units.shape[1]],
+                   allowed_cache=prob.allowed_cache)
 
 
 def fit_one(prob: PackProblem, pk: Packing, i: int, u: np.ndarray, rule: str,
@@ -119,21 +130,25 @@ def fit_one(prob: PackProblem, pk: Packing, i: int, u: np.ndarray, rule: str,
     cand_used = np.flatnonzero(used & allowed) if not excl else np.zeros(0, dtype=np.int64)
     ok_used = cand_used
     if len(cand_used):
-        # Cheap necessary test on the item's peak slot first, full test on survivors.
+        # Cheap necessary tests on the item's peak slot and its highest slots first, the
+        # full test on the survivors.
         tp = int(np.argmax(u))
         pre = ((pk.resid[cand_used, tp] >= u[tp]) & (pk.mem_free[cand_used] >= prob.mem[i])
                & ~pk.excl[cand_used])
         cand_used = cand_used[pre]
+        if len(cand_used) > 64 and len(u) > 8:  # then its 8 highest slots
+            top = np.argpartition(-u, 8)[:8]
+            cand_used = cand_used[(pk.resid[np.ix_(cand_used, top)] >= u[top]).all(axis=1)]
         ok = (pk.resid[cand_used] >= u).all(axis=1)
         ok_used = cand_used[ok]
+    if k == 1 and len(ok_used):
+        if rule == "first":
+            return (int(ok_used[np.argmin(rank[ok_used])]),)
+        left = (pk.resid[ok_used] - u).sum(axis=1)
+        best = np.lexsort((rank[ok_used], left))[0]
+        return (int(ok_used[best]),)
     empty = np.flatnonzero(~used & allowed & (pk.count == 0)) if allow_empty else cand_used[:0]
     if k == 1:
-        if len(ok_used):
-            if rule == "first":
-                return (int(ok_used[np.argmin(rank[ok_used])]),)
-            left = (pk.resid[ok_used] - u).sum(axis=1)
-            best = np.lexsort((rank[ok_used], left))[0]
-            return (int(ok_used[best]),)
         if len(empty):
             return (int(empty[np.argmin(rank[empty])]),)
         return None
@@ -147,12 +162,13 @@ def fit_one(prob: PackProblem, pk: Packing, i: int, u: np.ndarray, rule: str,
     if len(nodes) == 0:
         return None
     is_used = used[cand]
+    lowest = np.full(len(prob.node_names), np.iinfo(np.int64).max)
+    np.minimum.at(lowest, node_of, rank[cand])
+    node_rank = lowest[nodes]
     if rule == "first":
-        node_rank = np.array([rank[cand[node_of == n]].min() for n in nodes])
         node = int(nodes[np.argmin(node_rank)])
     else:  # most already-used GPUs that fit, then lowest rank
         used_per = np.bincount(node_of[is_used], minlength=len(prob.node_names))[nodes]
-        node_rank = np.array([rank[cand[node_of == n]].min() for n in nodes])
         node = int(nodes[np.lexsort((node_rank, -np.minimum(used_per, k)))[0]])
     mine = cand[node_of == node]
     order = np.lexsort((rank[mine], ~used[mine]))
@@ -165,5 +181,43 @@ def has_exclusive(prob: PackProblem, pk: Packing, gpus: np.ndarray) -> np.ndarra
 
 
 def peak_reservation_gpus(prob: PackProblem) -> int:
-    """GPUs first-fit decreasing needs when every workload books its peak all day."""
-    return int(greedy(prob, rule="first", keep_current=False, peak_only=True).used().sum())
+    """GPUs first-fit decreasing needs when every workload books its peak all day (on a
+    cluster widened as far as that takes: a baseline may need more GPUs than there are)."""
+    return _widening(prob, lambda p: greedy(p, rule="first", keep_current=False,
+                                            peak_only=True))
+
+
+def _widening(prob: PackProblem, run) -> int:  # noqa: ANN001 - PackProblem -> Packing
+    for _ in range(6):
+        try:
+            return int(run(prob).used().sum())
+        except InputError:
+            prob = _widened(prob)
+    return int(run(prob).used().sum())
+
+
+def _widened(prob: PackProblem) -> PackProblem:
+    """The same problem on twice the nodes (copies named `<node>+`)."""
+    from dataclasses import replace
+
+    n, g = len(prob.node_names), prob.n_gpus
+    return replace(prob, node_names=prob.node_names + [f"{x}+" for x in prob.node_names],
+                   node_first=np.concatenate((prob.node_first, prob.node_first + g)),
+                   node_count=np.concatenate((prob.node_count, prob.node_count)),
+                   gpu_node=np.concatenate((prob.gpu_node, prob.gpu_node + n)),
+                   gpu_local=np.concatenate((prob.gpu_local, prob.gpu_local)),
+                   gpu_model=prob.gpu_model * 2, gpu_mem=np.tile(prob.gpu_mem, 2),
+                   gpu_price=np.tile(prob.gpu_price, 2), allowed_cache={})
+
+
+def request_booking_gpus(prob: PackProblem) -> int:
+    """GPUs first-fit decreasing needs when every workload books its *request* (a share up
+    to a whole GPU, the Kubernetes view: no profile, no headroom) all day."""
+    from dataclasses import replace
+
+    req = prob.request if prob.request is not None else prob.load.max(axis=1)
+    units = np.ceil(req * SCALE - 1e-6).astype(np.int64)[:, None]  # one slot: all day alike
+    booked = replace(prob, units=units, slots=1, load=prob.load[:, :1], cap=SCALE,
+                     exclusive=np.zeros(prob.n_items, dtype=bool), fixed={}, current={},
+                     allowed_cache=prob.allowed_cache)
+    return _widening(booked, lambda p: greedy(p, rule="first", keep_current=False))

@@ -16,26 +16,59 @@ from gsched.scheduler.packing.cpsat import SubModel, SubResult, build_model, sol
 from gsched.scheduler.packing.greedy import Packing, fit_one, gpu_order, has_exclusive
 from gsched.scheduler.packing.problem import DTIME_PER_SECOND, MIN_STEP_DTIME, PackProblem
 
+#: deterministic time charged per GPU-slot element of an eject fit test
+EJECT_ELEM_DTIME = 4e-10
+
 
 @dataclass
 class Budget:
+    """What the search may still spend: deterministic time (CP-SAT's own measure, and a
+    work count for the numpy steps) under a wall-clock deadline that is a hard guard.
+
+    With `deterministic`, `time_limit` is the search's deterministic budget (seconds of
+    deterministic time / DTIME_PER_SECOND) and the stop does not depend on the clock
+    unless the `deadline` (perf_counter) comes first; `stopped_by` says which."""
+
     time_limit: float
     deterministic: bool
     max_iterations: int
+    deadline: float | None = None
     start: float = field(default_factory=time.perf_counter)
     dtime: float = 0.0
     iterations: int = 0
+    stopped_by: str = ""
+
+    def wall_left(self) -> float:
+        end = self.deadline if self.deadline is not None else self.start + self.time_limit
+        return end - time.perf_counter()
 
     def left(self) -> float:
         """Seconds (wall, or deterministic-time converted) still available."""
-        wall_left = (self.time_limit * (3.0 if self.deterministic else 1.0)
-                     - (time.perf_counter() - self.start))
+        wall_left = self.wall_left()
         if self.deterministic:
             return min(self.time_limit - self.dtime / DTIME_PER_SECOND, wall_left)
         return wall_left
 
+    def plan_left(self) -> float:
+        """What a step may plan to spend: the deterministic budget left when
+        deterministic (never the clock, so plans do not depend on machine load; the
+        deadline guards through `done`), else the wall clock left."""
+        if self.deterministic:
+            return self.time_limit - self.dtime / DTIME_PER_SECOND
+        return self.wall_left()
+
     def done(self) -> bool:
-        return self.iterations >= self.max_iterations or self.left() <= 0.005
+        if self.iterations >= self.max_iterations:
+            self.stopped_by = self.stopped_by or "iteration cap"
+            return True
+        if self.wall_left() <= 0.005:
+            self.stopped_by = self.stopped_by or "wall-clock deadline"
+            return True
+        if self.left() <= 0.005:
+            self.stopped_by = self.stopped_by or ("deterministic budget" if self.deterministic
+                                                  else "time limit")
+            return True
+        return False
 
 
 def _region_key(prob: PackProblem, pk: Packing, gpus: Sequence[int],
@@ -84,10 +117,14 @@ def solve_region(prob: PackProblem, pk: Packing, gpus: list[int], budget: Budget
     before = _region_key(prob, pk, region, items)
 
     def run(model: SubModel, share: float) -> SubResult:
-        limit = min(sub_limit * share, max(budget.left(), 0.01))
+        limit = min(sub_limit * share, max(budget.plan_left(), 0.01))
+        # deterministic: only the run's deadline guards a call (a per-call wall cap
+        # would fire on a busy machine and make the plan depend on the load)
+        wall = max(budget.wall_left() if budget.deterministic
+                   else min(limit * 2, budget.wall_left()), 0.01)
         r = solve_model(model, prob, limit, seed, workers,
                         deterministic_time=limit * DTIME_PER_SECOND if budget.deterministic
-                        else None)
+                        else None, wall_guard=wall)
         budget.dtime += max(r.dtime, MIN_STEP_DTIME)
         return r
 
@@ -214,6 +251,7 @@ def eject(prob: PackProblem, pk: Packing, budget: Budget,
             used = pk.used()
             used[v] = False
             placed = []
+            budget.dtime += EJECT_ELEM_DTIME * len(items) * int(used.sum()) * prob.slots
             for i in items:
                 gpus = fit_one(prob, pk, i, prob.units[i], "best", rank, used,
                                 allow_empty=False)
@@ -235,5 +273,24 @@ def eject(prob: PackProblem, pk: Packing, budget: Budget,
     return emptied
 
 
-#: deterministic time charged per ruin-and-recreate step, and per fit-test element
-#: (calibrated so a deterministic run takes about its wall-clock budget)
+
+
+def cpsat_start(prob: PackProblem, max_vars: int, seconds: float, seed: int) -> Packing | None:
+    """A first plan by CP-SAT when both greedy rules leave a workload out (a nearly full
+    cluster); only for models of at most `max_vars` placement variables, else None."""
+    pk = Packing(prob)
+    for i, gpus in prob.fixed.items():
+        pk.put(i, gpus)
+    items = [i for i in range(prob.n_items) if i not in prob.fixed]
+    if sum(int(prob.allowed(i).sum()) for i in items) > max_vars:
+        return None
+    gpus = list(range(prob.n_gpus))
+    garr = np.arange(prob.n_gpus)
+    sub = build_model(prob, items, gpus, prob.cap - pk.resid, prob.gpu_mem - pk.mem_free,
+                      pk.count > 0, has_exclusive(prob, pk, garr), objective=False)
+    res = solve_model(sub, prob, seconds, seed, 1, deterministic_time=seconds * DTIME_PER_SECOND)
+    if res.assignment is None:
+        return None
+    for i in items:
+        pk.put(i, res.assignment[i])
+    return pk

@@ -57,6 +57,23 @@ class PackPlan(BaseModel):
     lns_iterations: int
     lns_improvements: int
     seed: int
+    #: every lower bound by name (None: cut by its time box), why any was cut or limited,
+    #: and the name of the one that binds (equals `lower_bound`)
+    bounds: dict[str, int | None] = {}
+    bounds_cut: dict[str, str] = {}
+    binding_bound: str = ""
+    #: baselines at the same workloads: each books its request (up to a whole GPU, no
+    #: headroom: the Kubernetes view) / each workload on whole GPUs of its own
+    request_booking_gpus: int = 0
+    whole_gpu_gpus: int = 0
+    #: savings against the baselines; `headline` names the one a summary quotes
+    saving: dict[str, float | str] = {}
+    #: budget: the limit, whether the run is deterministic, what stopped the search, and
+    #: whether `solve_seconds` is wall time or deterministic time
+    time_limit: float = 0.0
+    deterministic: bool = True
+    stopped_by: str = ""
+    solve_seconds_kind: str = "wall"
 
 
 def check_plan(prob: PackProblem, assignment: dict[str, tuple[str, Sequence[int]]],

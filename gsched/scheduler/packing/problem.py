@@ -38,11 +38,15 @@ class Workload(BaseModel):
     gpu_models: tuple[str, ...] = ()
     fixed: tuple[str, tuple[int, ...]] | None = None
     current: tuple[str, tuple[int, ...]] | None = None
+    #: share of each of its GPUs the workload *requests* (what Kubernetes books), up to a
+    #: whole GPU; None: its peak load. Only the request-booking baseline reads it.
+    request: float | None = Field(default=None, gt=0, le=1)
 
     @classmethod
     def from_job(cls, job: Job, slots: int = DEFAULT_SLOTS, **kw: object) -> Workload:
         return cls(id=job.id, load=job.load_profile(slots), num_gpu=job.num_gpu,
-                   gpu_mem_mib=job.gpu_mem_mib, gpu_models=job.gpu_models, **kw)
+                   gpu_mem_mib=job.gpu_mem_mib, gpu_models=job.gpu_models,
+                   request=job.gpu_share, **kw)
 
 
 @dataclass
@@ -69,6 +73,7 @@ class PackProblem:
     cap: int
     headroom: float
     slots: int
+    request: np.ndarray | None = None  # (W,) requested share of each GPU, in (0, 1]
     allowed_cache: dict[tuple, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -137,7 +142,9 @@ def build_problem(workloads: Sequence[Workload], cluster: Cluster, headroom: flo
         models=[wl.gpu_models for wl in workloads], fixed={}, current={},
         node_names=[n.name for n in nodes], node_first=first, node_count=counts,
         gpu_node=gpu_node, gpu_local=gpu_local, gpu_model=gpu_model, gpu_mem=gpu_mem,
-        gpu_price=gpu_price, cap=cap, headroom=headroom, slots=slots)
+        gpu_price=gpu_price, cap=cap, headroom=headroom, slots=slots,
+        request=np.array([wl.request if wl.request is not None else float(wl.load.max(initial=0))
+                          for wl in workloads]))
     if len(set(prob.ids)) != w:
         dup = next(x for x in prob.ids if prob.ids.count(x) > 1)
         raise InputError(f"duplicate workload id {dup!r}", field="id")

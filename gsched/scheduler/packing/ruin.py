@@ -17,6 +17,8 @@ RR_ELEM_DTIME = 7e-10
 #: above this many GPUs in use, a random sample of them receives in a step (cheaper
 #: steps beat a fleet-wide best fit at 10,000 workloads)
 RR_RECEIVERS = 600
+#: weight of the memory left (as a share of the GPU's) in the valley best fit
+MEM_WEIGHT = 1.0
 
 
 def ruin_recreate(prob: PackProblem, pk: Packing, budget: Budget, rng: np.random.Generator,
@@ -59,7 +61,7 @@ def ruin_recreate(prob: PackProblem, pk: Packing, budget: Budget, rng: np.random
     stop = budget.iterations + max_iterations if max_iterations is not None else None
     emptied = 0
 
-    while (not budget.done() and budget.left() > reserve and int(pk.count.astype(bool).sum())
+    while (not budget.done() and budget.plan_left() > reserve and int(pk.count.astype(bool).sum())
            > target and (stop is None or budget.iterations < stop)):
         budget.iterations += 1
         used = pk.used()
@@ -100,8 +102,15 @@ def ruin_recreate(prob: PackProblem, pk: Packing, budget: Budget, rng: np.random
             fit = cand[(pk.resid[cand] >= u[i]).all(axis=1)]
             if len(fit):
                 after = pk.resid[fit] - u[i]
-                g = int(fit[np.argmin(after.min(axis=1) * (prob.cap * prob.slots + 1)
-                                      + after.sum(axis=1))])
+                if MEM_WEIGHT and prob.mem[i]:
+                    # where memory binds too: the tightest fit over both (as shares)
+                    mem_after = (pk.mem_free[fit] - prob.mem[i]) / prob.gpu_mem[fit]
+                    score = (after.min(axis=1) / prob.cap + MEM_WEIGHT * mem_after
+                             + after.sum(axis=1) / (prob.cap * prob.slots) * 1e-3)
+                    g = int(fit[np.argmin(score)])
+                else:
+                    g = int(fit[np.argmin(after.min(axis=1) * (prob.cap * prob.slots + 1)
+                                          + after.sum(axis=1))])
             else:
                 empty = [g for g in ruined if pk.count[g] == 0 and prob.allowed(i)[g]
                          and prob.gpu_mem[g] >= prob.mem[i]]
