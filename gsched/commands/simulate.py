@@ -51,6 +51,9 @@ def simulate_cmd(
     surge_slots: Annotated[int, typer.Option(min=0)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")]
     = False,
+    placements: Annotated[Path | None, typer.Option(
+        help="Replay mode: write every start and stop (policy, time, event, job, node, "
+             "GPUs) as CSV, e.g. to compare with what a real cluster did.")] = None,
 ) -> None:
     """Replay a trace through every policy and print them side by side."""
     from gsched.scheduler.policies.policy import PolicyConfig
@@ -65,6 +68,8 @@ def simulate_cmd(
     if mode not in ("replay", "inflation"):
         raise InputError(f"unknown mode {mode!r}; expected 'replay' or 'inflation'",
                          field="--mode")
+    if placements is not None and mode != "replay":
+        raise InputError("placements exist in replay mode only", field="--placements")
     names = policy_names(policy)
     tr = load_trace(trace, profiles=profiles)
     if not tr.jobs:
@@ -76,7 +81,8 @@ def simulate_cmd(
                     restart_overhead_s=restart_overhead, until_s=until,
                     deviation=LoadDeviation(noise=noise, shift_slots=shift_slots, surge=surge,
                                             surge_start_slot=surge_start_slot,
-                                            surge_slots=surge_slots))
+                                            surge_slots=surge_slots),
+                    record_placements=placements is not None)
     # Wide enough for the table when output is piped (rich falls back to 80 columns).
     console = Console(width=max(Console().width, 34 + 14 * len(names)))
     err = Console(stderr=True, soft_wrap=True)
@@ -106,12 +112,33 @@ def simulate_cmd(
         write_json(json_out, payload)
         if not quiet:
             console.print(f"wrote {json_out}")
+    if placements is not None:
+        _write_placements(placements, result.replay)
+        if not quiet:
+            console.print(f"wrote {placements}")
     if plot:
         curves = {k: v.curve for k, v in result.inflation.items()}
         plot_timelines(plot, f"{trace.name} ({mode})",
                        {k: v.timeline for k, v in result.replay.items()}, mode, curves)
         if not quiet:
             console.print(f"wrote {plot}")
+
+
+def _write_placements(path: Path, replay: dict) -> None:
+    """CSV of every start and stop, policy by policy, in the order they happened."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["policy", "time", "event", "job", "node", "gpus"])
+    for name, res in replay.items():
+        for t, event, job, node, gpus in res.placements:
+            w.writerow([name, repr(float(t)), event, job, node, ";".join(map(str, gpus))])
+    try:
+        path.write_text(buf.getvalue())
+    except OSError as e:
+        raise InputError(f"cannot write: {e.strerror}", file=str(path)) from None
 
 
 def register(app: typer.Typer) -> None:

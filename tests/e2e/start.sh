@@ -4,7 +4,7 @@
 # service-account key pair made with openssl (TokenRequest works, so tests can act as a
 # ServiceAccount), and serving certificates from a throwaway CA. No kubelet, no
 # controller-manager: tests create Node objects themselves. kube-scheduler is started by
-# the tests (tests/e2e/cluster.py) once the manifests' RBAC is applied, so that it runs as
+# the tests (tests/e2e/e2e_cluster.py) once the manifests' RBAC is applied, so that it runs as
 # the manifests' own ServiceAccount.
 #
 # usage: start.sh STATE_DIR      writes STATE_DIR/env (ports, token, paths) and pid files;
