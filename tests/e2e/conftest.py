@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def _binaries() -> Path:
 
 
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def control_plane() -> Iterator[ControlPlane]:
     if os.environ.get("GSCHED_E2E") == "0":
         pytest.skip("GSCHED_E2E=0: end-to-end tests against a real control plane skipped")
     bins = _binaries()
@@ -41,7 +42,9 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         pytest.fail(f"the e2e control plane is not installed ({', '.join(missing) or 'etcd'} "
                     f"missing; expected in {bins}): run tests/e2e/build.sh and apt-get install "
                     "etcd-server (.ci/run does both), or set GSCHED_E2E=0 to skip")
-    cp = ControlPlane(tmp_path_factory.mktemp("k8s"))
+    # Not under pytest's basetemp: another pytest session on the machine may prune it.
+    state = Path(tempfile.mkdtemp(prefix="gsched-e2e-"))
+    cp = ControlPlane(state)
     proxy = None
     try:
         cp.start()
@@ -54,6 +57,10 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         if proxy is not None:
             proxy.close()
         cp.stop()
+        if os.environ.get("GSCHED_E2E_KEEP") == "1":
+            print(f"\ne2e state and logs kept in {state}")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
 
 
 class Env:

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
+from kubernetes.utils import parse_quantity
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -267,8 +268,8 @@ def share_of(p: dict) -> tuple[float, int]:
     """(share of each GPU, GPU count) a pod holds, from its limits."""
     lim = p["spec"]["containers"][0]["resources"].get("limits") or {}
     if "nvidia.com/gpu" in lim:
-        return 1.0, int(lim["nvidia.com/gpu"])
-    milli = int(lim.get("gsched.io/gpu-milli", 0))
+        return 1.0, int(parse_quantity(lim["nvidia.com/gpu"]))
+    milli = int(parse_quantity(lim.get("gsched.io/gpu-milli", 0)))  # "2000" comes back "2k"
     return (milli / 1000, 1) if milli < 1000 else (1.0, milli // 1000)
 
 

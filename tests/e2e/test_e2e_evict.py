@@ -2,25 +2,22 @@
 Eviction API, and a PodDisruptionBudget holds it back.
 
 There is no kube-controller-manager, so the test plays the two parts the cluster would:
-the kubelet (pods are Running) and the disruption controller (the PDB's status says one
+the kubelet (pods are Running and Ready) and the disruption controller (the PDB's status says one
 disruption is allowed). The API server does the rest: the first eviction is admitted and
 recorded in the PDB's `disruptedPods`, the second is refused with 429."""
 
 from __future__ import annotations
 
-import json
-
 from e2e_cluster import pod, wait_for
+from kubernetes import dynamic
 
 PDB_PATH = "/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets"
 
 
 def call(cp, method: str, path: str, body: dict | None = None) -> dict:
-    resp = cp.admin.call_api(path, method, body=body, auth_settings=["BearerToken"],
-                             header_params={"Content-Type": "application/json",
-                                            "Accept": "application/json"},
-                             _preload_content=False)
-    return json.loads(resp[0].data)
+    """A raw API call: the Python client no longer has policy/v1beta1, which 1.20 serves."""
+    dyn = dynamic.DynamicClient(cp.admin)
+    return dyn.request(method, path, body=body).to_dict()
 
 
 def test_planned_moves_go_through_the_eviction_api_and_respect_a_pdb(env):
@@ -39,8 +36,10 @@ def test_planned_moves_go_through_the_eviction_api_and_respect_a_pdb(env):
                     annotations={"gsched.io/gpus": "0"}) for i in range(2)]
     for body in running:
         env.create(body)
-        cp.core.patch_namespaced_pod_status(body["metadata"]["name"], env.ns,
-                                            {"status": {"phase": "Running"}})
+        # Running and Ready, as a kubelet would report (the API server lets a pod that is
+        # not Ready go without touching the budget)
+        cp.core.patch_namespaced_pod_status(body["metadata"]["name"], env.ns, {"status": {
+            "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
     status = {"observedGeneration": created["metadata"]["generation"],
               "disruptionsAllowed": 1, "currentHealthy": 2, "desiredHealthy": 1,
               "expectedPods": 2, "disruptedPods": {}}

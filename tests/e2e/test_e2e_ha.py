@@ -10,7 +10,7 @@ from e2e_cluster import assert_no_gpu_double_booked, lease_holder, metric, pod, 
 
 
 def test_leader_killed_mid_stream_nothing_double_booked_and_scheduling_resumes(env):
-    env.nodes([("ha-0", 8), ("ha-1", 8), ("ha-2", 8)])
+    env.nodes([(f"ha-{i}", 8) for i in range(4)])  # 32 GPUs for 28 GPUs of pods
     a = env.replica("replica-a").start()
     b = env.replica("replica-b").start()
     replicas = {"replica-a": a, "replica-b": b}
@@ -18,7 +18,7 @@ def test_leader_killed_mid_stream_nothing_double_booked_and_scheduling_resumes(e
     bodies = []
     for i in range(30):
         if i % 3 == 0:
-            bodies.append(pod(f"p{i:02d}", milli=500, kind="inference"))
+            bodies.append(pod(f"p{i:02d}", milli=250, kind="inference"))
         elif i % 5 == 0:
             bodies.append(pod(f"p{i:02d}", gpus=2))
         else:

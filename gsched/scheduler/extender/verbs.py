@@ -124,7 +124,11 @@ class Extender:
         """New learned profiles (from agent-report ingestion): keep and persist them."""
         if self.store is not None:
             self.store.put_profiles(dict(learned))
-        self._profiles = {w: p.array() for w, p in learned.items() if p.source == "learned"}
+            # with the ones stored before (e.g. `gsched profiles learn --prometheus`)
+            self._profiles = self.store.profile_arrays()
+        else:
+            self._profiles = {w: p.array() for w, p in learned.items()
+                              if p.source == "learned"}
         self.pod_cache.clear()
 
     def translate(self, pod: Mapping[str, Any]) -> podlib.PodJob:

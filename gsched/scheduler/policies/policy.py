@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from gsched.models import Job
-from gsched.scheduler.policies.state import EPS, ClusterState, NoFit, Placement, Reason
+from gsched.scheduler.policies.state import ClusterState, NoFit, Placement, Reason
 
 
 class PolicyConfig(BaseModel):
