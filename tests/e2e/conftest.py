@@ -7,7 +7,9 @@ provides all three. If they are missing, the tests fail: only GSCHED_E2E=0 skips
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -92,7 +94,8 @@ class Env:
             pods = {p["metadata"]["name"]: p for p in self.pods()}
             ok = [pods[n] for n in names if n in pods and pods[n]["spec"].get("nodeName")]
             return ok if len(ok) == len(names) else None
-        return wait_for(bound, timeout, f"{len(names)} pods in {self.ns} to be bound")
+        what = ", ".join(names) if len(names) <= 3 else f"{len(names)} pods"
+        return wait_for(bound, timeout, f"{what} in {self.ns} to be bound")
 
     def close(self) -> None:
         for r in self.replicas:
@@ -111,8 +114,10 @@ class Env:
 
 @pytest.fixture
 def env(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[Env]:
-    name = "e2e-" + request.node.name.lower().replace("_", "-").replace("[", "-") \
-        .replace("]", "")[:50].strip("-")
+    # unique per test (a namespace is never really gone: no controller finalises it)
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
+    name = f"e2e-{slug}-{digest}"
     e = Env(control_plane, name)
     try:
         yield e

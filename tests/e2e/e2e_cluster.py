@@ -28,10 +28,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
+
+from gsched.models import DEFAULT_SLOTS, resample_profile
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -273,10 +276,14 @@ def share_of(p: dict) -> tuple[float, int]:
     return (milli / 1000, 1) if milli < 1000 else (1.0, milli // 1000)
 
 
-def assert_no_gpu_double_booked(pods: list[dict], gpu_counts: dict[str, int]) -> None:
+def assert_no_gpu_double_booked(pods: list[dict], gpu_counts: dict[str, int],
+                                by_profile: bool = False) -> None:
     """Every bound GPU pod carries gsched.io/gpus, as many as it asked for, on GPUs its
-    node has, and no GPU holds more than one whole GPU's worth of requests."""
-    used: dict[tuple[str, int], float] = {}
+    node has, and no GPU is booked beyond capacity: by requests, or - for `tidal`,
+    which shares a GPU between pods whose peaks interleave - by their summed daily load
+    (share x profile) in every slot, whole-GPU pods (nvidia.com/gpu) alone on theirs."""
+    used: dict[tuple[str, int], np.ndarray] = {}
+    whole: dict[tuple[str, int], int] = {}
     for p in pods:
         node = p["spec"].get("nodeName")
         if not node or p["metadata"].get("deletionTimestamp"):
@@ -287,11 +294,21 @@ def assert_no_gpu_double_booked(pods: list[dict], gpu_counts: dict[str, int]) ->
         gpus = gpus_of(p)
         name = p["metadata"]["name"]
         assert len(gpus) == count and len(set(gpus)) == count, (name, gpus)
+        ann = p["metadata"].get("annotations") or {}
+        load = np.full(DEFAULT_SLOTS, share)
+        if by_profile and ann.get("gsched.io/profile"):
+            vals = np.array([float(x) for x in ann["gsched.io/profile"].split(";")])
+            load = share * resample_profile(vals, DEFAULT_SLOTS)
+        lim = p["spec"]["containers"][0]["resources"].get("limits") or {}
         for g in gpus:
             assert 0 <= g < gpu_counts[node], (name, node, g)
-            used[(node, g)] = used.get((node, g), 0.0) + share
-    over = {k: v for k, v in used.items() if v > 1.0 + 1e-9}
+            used[(node, g)] = used.get((node, g), 0.0) + load
+            if "nvidia.com/gpu" in lim:
+                whole[(node, g)] = whole.get((node, g), 0) + 1
+    over = {k: float(v.max()) for k, v in used.items() if v.max() > 1.0 + 1e-9}
     assert not over, f"GPUs booked beyond capacity: {over}"
+    shared = {k: n for k, n in whole.items() if n > 1 or used[k].max() > 1.0 + 1e-9}
+    assert not shared, f"whole GPUs given twice: {shared}"
 
 
 def stop_process(p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:

@@ -53,7 +53,7 @@ def test_simulator_and_real_cluster_place_every_pod_alike(env, policy, tmp_path)
             live -= 1
         wait_for(lambda n=live: metric(r, "gsched_pods_placed") == n, 30,
                  f"gsched to see {live} pods after {event} {name}", every=0.05)
-    assert_no_gpu_double_booked(env.pods(), env.gpu_counts)
+    assert_no_gpu_double_booked(env.pods(), env.gpu_counts, by_profile=True)
 
     trace = write_trace(tmp_path / "parity.csv", jobs, created, deleted)
     cluster = write_cluster(tmp_path / "cluster.yaml")
