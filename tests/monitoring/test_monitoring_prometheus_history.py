@@ -67,7 +67,8 @@ def history(tmp_path_factory, traces_dir):
         t, v = _tiled(t), np.tile(v, DAYS)
         lab = (f'{{Hostname="{node}",container="main",gpu="{gpu}",namespace="genai",'
                f'pod="{name}"}}')
-        lines += [f"DCGM_FI_DEV_GPU_UTIL{lab} {x * 100:.10g} {ts:.0f}" for ts, x in zip(t, v)]
+        lines += [f"DCGM_FI_DEV_GPU_UTIL{lab} {x * 100:.10g} {ts:.0f}"
+                  for ts, x in zip(t, v, strict=True)]
         expected.setdefault(workload_of("genai", name), []).append((t, v))
     lines.append("# EOF")
     om = work / "history.om"
@@ -113,8 +114,9 @@ def history(tmp_path_factory, traces_dir):
 def _learn(url: str, end: float, tmp_path: Path, *extra: str) -> dict:
     out = tmp_path / "learned.json"
     r = subprocess.run([str(GSCHED), "profiles", "learn", "--prometheus", url,
-                        "--since", "14d", "--until", f"{end:.0f}", "--db", str(tmp_path / "g.db"), "--json", str(out),
-                        *extra], capture_output=True, text=True, timeout=600)
+                        "--since", "14d", "--until", f"{end:.0f}", "--db",
+                        str(tmp_path / "g.db"), "--json", str(out), *extra],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     return json.loads(out.read_text())
 
@@ -125,7 +127,7 @@ def test_the_server_holds_two_weeks_of_every_pod(history):
     got = reader.read(end - DAYS * DAY_SECONDS, end)
     assert len(got) == len(pods) == 12
     assert {ps.workload for ps in got.values()} == set(by_wl)
-    for wl, (t, v) in by_wl.items():  # every sample of the file, and nothing else
+    for wl, (t, _) in by_wl.items():  # every sample of the file, and nothing else
         mine = [ps.samples() for ps in got.values() if ps.workload == wl]
         ts = np.sort(np.concatenate([m[0] for m in mine]))
         np.testing.assert_array_equal(ts, np.sort(t))
@@ -180,7 +182,8 @@ def test_trace_build_from_prometheus_is_the_cluster_s_history(history, tmp_path)
     url, by_wl, pods, end = history
     out = tmp_path / "mine.csv"
     r = subprocess.run([str(GSCHED), "trace", "build", "--prometheus", url, "--since", "14d",
-                        "--until", f"{end:.0f}", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                        "--until", f"{end:.0f}", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     tr = load_trace(out)
     assert len(tr.jobs) == 12
