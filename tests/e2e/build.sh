@@ -62,6 +62,12 @@ work="${GSCHED_K8S_WORK:-/var/tmp/gsched-k8s-build}"
 mkdir -p "$work"
 cd "$work"
 tree="$work/kubernetes-$K8S_DEB_UPSTREAM"
+# A tree patched with another set of patches is extracted afresh (Go's build cache in
+# $work/.gocache keeps the rebuild to the packages that changed: about a minute).
+if [ -f "$tree/.gsched-extracted" ] && [ "$(cat "$tree/.gsched-patches" 2>/dev/null)" != "$K8S_PATCH_HASH" ]; then
+  log "patch set changed: extracting the source again"
+  rm -rf "$tree"
+fi
 if [ ! -f "$tree/.gsched-extracted" ]; then
   rm -rf "$tree"
   if ! ls kubernetes_"$K8S_DEB_UPSTREAM"*.dsc >/dev/null 2>&1; then
@@ -74,15 +80,15 @@ if [ ! -f "$tree/.gsched-extracted" ]; then
   touch "$tree/.gsched-extracted"
 fi
 
-# --- gsched's patches (idempotent: a stamp per patch) -----------------------------------
-for p in "$here"/patches/*.patch; do
-  [ -e "$p" ] || continue
-  stamp="$tree/.gsched-applied-$(basename "$p")-$(sha256sum "$p" | cut -c1-12)"
-  [ -f "$stamp" ] && continue
-  log "patch $(basename "$p")"
-  patch -d "$tree" -p1 --forward --quiet <"$p" || die "patch $(basename "$p") did not apply"
-  touch "$stamp"
-done
+# --- gsched's patches: backports of two kube-scheduler 1.20 fixes (see each file) ---------
+if [ ! -f "$tree/.gsched-patches" ]; then
+  for p in "$here"/patches/*.patch; do
+    [ -e "$p" ] || continue
+    log "patch $(basename "$p")"
+    patch -d "$tree" -p1 --forward --quiet <"$p" || die "patch $(basename "$p") did not apply"
+  done
+  echo "$K8S_PATCH_HASH" >"$tree/.gsched-patches"
+fi
 
 # --- build, GOPATH mode like debian/rules -------------------------------------------------
 mkdir -p "$work/.go/src/k8s.io"
