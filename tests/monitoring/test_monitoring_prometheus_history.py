@@ -151,12 +151,19 @@ def test_profiles_learned_from_prometheus_equal_those_from_the_trace_file(histor
 
 
 def test_a_range_query_at_the_scrape_step_learns_nearly_the_same(history, tmp_path):
+    """`--step`: Prometheus resamples (each point repeats the newest sample within its
+    5-minute lookback, so short gaps fill): the same daily shapes, not the same numbers
+    at the edges of a pod's quiet hours."""
     url, by_wl, _, end = history
     learned = _learn(url, end, tmp_path, "--step", "57")
     from_file = learn_profiles(by_wl, now=end)
+    assert set(learned) == set(from_file)
     for wl, p in from_file.items():
-        diff = np.abs(np.asarray(learned[wl]["values"]) - np.asarray(p.values))
-        assert diff.max() <= 0.05, (wl, diff.max())
+        got, want = np.asarray(learned[wl]["values"]), np.asarray(p.values)
+        assert learned[wl]["source"] == p.source
+        assert np.abs(got - want).mean() <= 0.03, (wl, np.abs(got - want).mean())
+        if want.std() > 0.05:
+            assert np.corrcoef(got, want)[0, 1] > 0.9, wl
 
 
 def test_learned_profiles_are_stored_where_serve_reads_them(history, tmp_path):
@@ -164,8 +171,10 @@ def test_learned_profiles_are_stored_where_serve_reads_them(history, tmp_path):
     learned = _learn(url, end, tmp_path)
     store = Store(tmp_path / "g.db")
     arrays = store.profile_arrays()
+    stored = store.profiles()
     store.close()
-    assert set(arrays) == set(by_wl)
+    assert set(stored) == set(by_wl)  # fallbacks are stored too, but not used to place
+    assert set(arrays) == {w for w, p in learned.items() if p["source"] == "learned"}
     # a new pod of the svc-00 Deployment is placed by the learned profile at once
     pod = {"metadata": {"name": "svc-00-7d9f8c6b5a-zzzzz", "namespace": "genai", "uid": "u1",
                         "labels": {"pod-template-hash": "7d9f8c6b5a"},
@@ -190,12 +199,13 @@ def test_trace_build_from_prometheus_is_the_cluster_s_history(history, tmp_path)
     assert sorted(j.kind for j in tr.jobs) == ["inference"] * 10 + ["training"] * 2
     for j in tr.jobs:
         if j.kind == "inference":
-            assert j.duration is None  # still reporting at the end of the window
             t, v = by_wl[j.profile_name]
+            # still reporting at the end of the window: runs to the end of the trace
+            assert (j.duration is None) == (t.max() >= end - 2 * 57), j.id
             np.testing.assert_allclose(j.profile, np.clip(daily_mean(t, v, 96), 0, 1),
                                        atol=1e-6)
         else:
-            assert j.duration > 13.9 * DAY_SECONDS and 0 < j.utilization <= 1
+            assert 0 < j.duration <= DAYS * DAY_SECONDS and 0 < j.utilization <= 1
     sim = subprocess.run([str(GSCHED), "simulate", str(out), "--policy", "tidal,binpack",
                           "-q", "--json", str(tmp_path / "s.json")],
                          capture_output=True, text=True, timeout=600)
