@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
 from e2e_cluster import (
     NS,
     api_client,
@@ -17,6 +18,8 @@ from e2e_cluster import (
 )
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+pytestmark = pytest.mark.e2e
 
 
 def test_gsched_binds_training_inference_and_multi_gpu_pods(env):

@@ -8,8 +8,11 @@ recorded in the PDB's `disruptedPods`, the second is refused with 429."""
 
 from __future__ import annotations
 
+import pytest
 from e2e_cluster import pod, wait_for
 from kubernetes import dynamic
+
+pytestmark = pytest.mark.e2e
 
 PDB_PATH = "/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets"
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
 from e2e_cluster import assert_no_gpu_double_booked, lease_holder, metric, pod, wait_for
+
+pytestmark = pytest.mark.e2e
 
 
 def test_leader_killed_mid_stream_nothing_double_booked_and_scheduling_resumes(env):

@@ -27,6 +27,8 @@ from parity_trace import (
     write_trace,
 )
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.mark.parametrize("policy", ["tidal", "binpack"])
 def test_simulator_and_real_cluster_place_every_pod_alike(env, policy, tmp_path):

@@ -5,8 +5,11 @@ kube-scheduler 1.20.2 never calls an extender's preemptVerb (kubernetes#102971).
 
 from __future__ import annotations
 
+import pytest
 from e2e_cluster import assert_no_gpu_double_booked, metric, pod, wait_for
 from kubernetes import client
+
+pytestmark = pytest.mark.e2e
 
 
 def test_a_high_priority_pod_preempts_training_chosen_by_gsched(env):
