@@ -62,8 +62,8 @@ work="${GSCHED_K8S_WORK:-/var/tmp/gsched-k8s-build}"
 mkdir -p "$work"
 cd "$work"
 tree="$work/kubernetes-$K8S_DEB_UPSTREAM"
-# A tree patched with another set of patches is extracted afresh (Go's build cache in
-# $work/.gocache keeps the rebuild to the packages that changed: about a minute).
+# A tree patched with another set of patches is extracted afresh and built again (about
+# as long as the first build: the code generators and most packages run again).
 if [ -f "$tree/.gsched-extracted" ] && [ "$(cat "$tree/.gsched-patches" 2>/dev/null)" != "$K8S_PATCH_HASH" ]; then
   log "patch set changed: extracting the source again"
   rm -rf "$tree"
