@@ -64,6 +64,9 @@ def simulate_cmd(
                     "it).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")]
     = False,
+    placements: Annotated[Path | None, typer.Option(
+        help="Replay mode: write every start and stop (policy, time, event, job, node, "
+             "GPUs) as CSV, e.g. to compare with what a real cluster did.")] = None,
 ) -> None:
     """Replay a trace through every policy and print them side by side."""
     from gsched.scheduler.policies.policy import PolicyConfig
@@ -94,6 +97,8 @@ def simulate_cmd(
     if mode == "inflation" and deviation.active:
         raise InputError("--noise, --shift-slots and --surge apply to replay mode only",
                          field="--mode")
+    if placements is not None and mode != "replay":
+        raise InputError("placements exist in replay mode only", field="--placements")
     names = policy_names(policy)
     tr = load_trace(trace, profiles=profiles)
     if not tr.jobs:
@@ -103,7 +108,8 @@ def simulate_cmd(
         raise InputError("cluster has no GPUs", file=str(cluster) if cluster else None)
     try:
         sim = SimConfig(checkpoint_interval_s=checkpoint_interval,
-                        restart_overhead_s=restart_overhead, until_s=until, deviation=deviation)
+                        restart_overhead_s=restart_overhead, until_s=until, deviation=deviation,
+                        record_placements=placements is not None)
     except ValidationError as e:
         err = e.errors()[0]
         raise InputError(err["msg"], field=_FLAGS.get(str(err["loc"][0]), None)) from None
@@ -145,6 +151,10 @@ def simulate_cmd(
             write_json(json_out, payload)
         if not quiet:
             console.print(f"wrote {json_out}")
+    if placements is not None:
+        _write_placements(placements, result.replay)
+        if not quiet:
+            console.print(f"wrote {placements}")
     if plot:
         curves = {k: v.curve for k, v in result.inflation.items()}
         with output_errors(plot, "--plot"):
@@ -152,6 +162,23 @@ def simulate_cmd(
                            {k: v.timeline for k, v in result.replay.items()}, mode, curves)
         if not quiet:
             console.print(f"wrote {plot}")
+
+
+def _write_placements(path: Path, replay: dict) -> None:
+    """CSV of every start and stop, policy by policy, in the order they happened."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["policy", "time", "event", "job", "node", "gpus"])
+    for name, res in replay.items():
+        for t, event, job, node, gpus in res.placements:
+            w.writerow([name, repr(float(t)), event, job, node, ";".join(map(str, gpus))])
+    try:
+        path.write_text(buf.getvalue())
+    except OSError as e:
+        raise InputError(f"cannot write: {e.strerror}", file=str(path)) from None
 
 
 def register(app: typer.Typer) -> None:

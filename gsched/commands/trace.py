@@ -87,9 +87,26 @@ def build_cmd(
     inline_profiles: Annotated[bool, typer.Option(
         "--inline-profiles", help="Write profiles inline (a;b;c) instead of by name.")]
     = False,
+    prometheus: Annotated[str | None, typer.Option(
+        help="Instead: your own cluster's history from this Prometheus (dcgm-exporter's "
+             "DCGM_FI_DEV_GPU_UTIL per pod), one job per pod.")] = None,
+    since: Annotated[str, typer.Option(help="With --prometheus: how much history.")]
+    = "14d",
+    until: Annotated[float | None, typer.Option(
+        help="With --prometheus: end of the history, epoch seconds (default: now).")]
+    = None,
 ) -> None:
-    """Compose a native trace: real inference curves plus real Gavel training arrivals."""
+    """Compose a native trace: real inference curves plus real Gavel training arrivals
+    (or, with --prometheus, what ran on your cluster)."""
     check_output(out, "--out")
+    if prometheus is not None:
+        from gsched.traces.prometheus import build_from_prometheus
+
+        t0 = time.perf_counter()
+        trace = build_from_prometheus(prometheus, since, until=until, slots=slots)
+        written = _write(trace, out, inline_profiles)
+        _report_written(Console(), written, len(trace.jobs), time.perf_counter() - t0)
+        return
     from gsched.traces.build import BuildSpec, build
     from gsched.traces.paths import shared_traces_dir
 

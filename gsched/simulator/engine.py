@@ -45,6 +45,9 @@ class SimConfig(BaseModel):
     preemption: bool = True
     until_s: float | None = Field(default=None, gt=0, description="stop the clock here")
     deviation: LoadDeviation = Field(default_factory=LoadDeviation)
+    #: keep every start and stop (time, job, node, GPUs) in `SimResult.placements`:
+    #: what `gsched simulate --placements` writes, to compare with a real cluster
+    record_placements: bool = False
 
 
 @dataclass
@@ -68,6 +71,9 @@ class SimResult:
     figures: dict[str, float | int | None]
     timeline: list[tuple[float, float, float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: (time, "start" | "stop", job id, node name, GPUs), with config.record_placements
+    placements: list[tuple[float, str, str, str, tuple[int, ...]]] = field(
+        default_factory=list)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -108,6 +114,7 @@ class Simulation:
         self.warnings: list[str] = []
         self.uses_slots = type(policy).on_slot is not Policy.on_slot
         self.running_finite = 0
+        self.placements: list[tuple[float, str, str, str, tuple[int, ...]]] = []
 
     # ------------------------------------------------------------------ events
     def _push(self, t: float, kind: int, payload: object) -> None:
@@ -127,6 +134,9 @@ class Simulation:
         before = self.acct.before_change(n, gpus)
         predicted = job.load_profile(st.slots) if job.num_gpu else np.zeros(st.slots)
         st.allocate(job, placement, predicted)
+        if self.config.record_placements:
+            self.placements.append((self.now, "start", job.id, st.node_names[n],
+                                    tuple(gpus)))
         if self.actual is not st.load:
             run.actual = self.config.deviation.actual_load(job, predicted)
             self.actual[n, gpus, :] += run.actual
@@ -150,6 +160,9 @@ class Simulation:
         n, gpus = r.placement.node, list(r.placement.gpus)
         before = self.acct.before_change(n, gpus)
         st.release(job.id)
+        if self.config.record_placements:
+            self.placements.append((self.now, "stop", job.id, st.node_names[n],
+                                    tuple(gpus)))
         if self.actual is not st.load and run.actual is not None:
             self.actual[n, gpus, :] -= run.actual
             empty = st.jobs_on_gpu[n, gpus] == 0
@@ -431,7 +444,7 @@ class Simulation:
             more = f" and {len(self.unschedulable) - 5} more" if len(self.unschedulable) > 5 else ""
             warnings.append(f"{len(self.unschedulable)} job(s) can never fit any node of this "
                             f"cluster and were not scheduled: {shown}{more}")
-        return SimResult(self.policy.name, figures, a.timeline, warnings)
+        return SimResult(self.policy.name, figures, a.timeline, warnings, self.placements)
 
 
 def simulate(trace: Trace, cluster: Cluster, policy: Policy, config: SimConfig | None = None,

@@ -28,7 +28,7 @@ CLUSTER = "nodes:\n  - {name: a100, count: 2, gpu_count: 8, gpu_model: A100}\n"
 # (command line, a substring the error line must contain). {port} is a port in use.
 CASES: list[tuple[str, str]] = [
     # the command tree itself
-    ("", "missing command: one of agent, demo, pack, serve, simulate, trace"),
+    ("", "missing command: one of agent, demo, pack, serve, simulate, profiles, trace"),
     ("trace", "missing command: one of build, generate, inspect"),
     ("nope", "No such command 'nope'"),
     ("--nope", "No such option: --nope"),
@@ -45,6 +45,13 @@ CASES: list[tuple[str, str]] = [
     ("trace build --out x.csv --days 0 --inference-services 0 --training-jobs 0",
      "field '--days'"),
     ("trace generate --out x.csv --days 5000", "past the limit of 3,650 days"),
+    # profiles
+    ("profiles", "missing command: one of learn"),
+    ("profiles learn", "Missing option '--prometheus'"),
+    ("profiles learn --prometheus http://127.0.0.1:1 --since 3x",
+     "field '--since': not a duration"),
+    ("profiles learn --prometheus http://127.0.0.1:1",
+     "Prometheus at http://127.0.0.1:1 unreachable"),
     # pack (argument errors only)
     ("pack", "Missing argument 'WORKLOADS'"),
     ("pack t.csv --time-limit -1", "'--time-limit'"),

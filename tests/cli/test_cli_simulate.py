@@ -169,3 +169,33 @@ def test_inflation_plot_of_a_small_cluster_has_curves_and_no_warning(files, caps
         run_main(capsys, "simulate", str(trace), "--cluster", str(cluster), "--mode",
                  "inflation", "--seeds", "1", "--plot", str(tmp_path / "p.png"))
     assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_placements_lists_every_start_and_stop_in_order(files, tmp_path):
+    trace, cluster = files
+    out = tmp_path / "p.csv"
+    r = gsched("simulate", str(trace), "--cluster", str(cluster), "--policy", "binpack,peak",
+               "--placements", str(out), "-q")
+    assert r.returncode == 0, r.stderr
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    for pol in ("binpack", "peak"):
+        mine = [r for r in rows if r["policy"] == pol]
+        starts = {r["job"]: r for r in mine if r["event"] == "start"}
+        assert set(starts) == {"svc-a", "svc-b", "t1", "t2", "t3"}
+        assert len(starts["t2"]["gpus"].split(";")) == 2
+        assert {r["job"] for r in mine if r["event"] == "stop"} >= {"t1", "t3"}
+        times = [float(r["time"]) for r in mine]
+        assert times == sorted(times)
+        stop_t1 = next(r for r in mine if r["event"] == "stop" and r["job"] == "t1")
+        assert float(stop_t1["time"]) >= 60 + 3600 - 1e-6
+        assert stop_t1["node"] == starts["t1"]["node"]
+
+
+def test_placements_need_replay_mode(files, tmp_path):
+    trace, cluster = files
+    r = gsched("simulate", str(trace), "--cluster", str(cluster), "--mode", "inflation",
+               "--placements", str(tmp_path / "p.csv"))
+    assert r.returncode == 2 and "--placements" in r.stderr
+    assert not (tmp_path / "p.csv").exists()

@@ -63,15 +63,15 @@ def test_filter_answers_each_node_with_the_right_list_and_reason(served, cache):
 
 
 @pytest.mark.parametrize("cache", [True, False], ids=["nodeCacheCapable", "Nodes"])
-def test_prioritize_maps_binpack_scores_onto_0_to_10(served, cache):
+def test_prioritize_ranks_binpack_scores_from_10_down(served, cache):
     srv, _, _ = served
     pod = k8s_pod(gpus=1)
     names = ["a100-0", "a100-1", "t4", "small"]
     code, res = post(srv.port, "/prioritize", extender_args(pod, names, cache))
     assert code == 200
-    # MostAllocated after placing one GPU: 1/8, 7/8, 1/4, 1/2 -> scaled over [1/8, 7/8]
-    assert res == [{"Host": "a100-0", "Score": 0}, {"Host": "a100-1", "Score": 10},
-                   {"Host": "t4", "Score": 2}, {"Host": "small", "Score": 5}]
+    # MostAllocated after placing one GPU: 1/8, 7/8, 1/4, 1/2 -> ranked 10, 9, 8, 7
+    assert res == [{"Host": "a100-0", "Score": 7}, {"Host": "a100-1", "Score": 10},
+                   {"Host": "t4", "Score": 8}, {"Host": "small", "Score": 9}]
 
 
 def test_unmanaged_pod_gets_every_node_and_neutral_scores(served):

@@ -125,3 +125,22 @@ def test_extender_deployment_matches_the_cli_and_the_service():
     assert "http://gsched-scheduler.gsched-system.svc:8888" in agent
     secret = dep["spec"]["template"]["spec"]["volumes"][1]["secret"]["secretName"]
     assert f"secretName: {secret}" in agent
+
+
+def test_gsched_profile_leaves_scoring_to_gsched_in_both_config_versions():
+    """Default scorers disabled, every node scored, and a weight that outranks them should
+    they come back; the v1beta1 file (Kubernetes 1.18-1.21) says the same as the v1
+    ConfigMap, apart from its version and the explicit Lease lock."""
+    cm = find("ConfigMap", "gsched-kube-scheduler-config")
+    v1 = yaml.safe_load(cm["data"]["config.yaml"])
+    v1beta1 = yaml.safe_load((MANIFESTS / "kube-scheduler-config-v1beta1.yaml").read_text())
+    for cfg in (v1, v1beta1):
+        (prof,) = cfg["profiles"]
+        assert prof["plugins"]["score"]["disabled"] == [{"name": "*"}]
+        assert cfg["percentageOfNodesToScore"] == 100
+        # one priority step (x10 in kube-scheduler's 0-100 scale) beats 8 default scorers
+        assert cfg["extenders"][0]["weight"] * 10 > 8 * 100
+    assert v1beta1["apiVersion"] == "kubescheduler.config.k8s.io/v1beta1"
+    assert v1beta1["leaderElection"].pop("resourceLock") == "leases"
+    same = ("leaderElection", "profiles", "extenders", "percentageOfNodesToScore")
+    assert {k: v1beta1[k] for k in same} == {k: v1[k] for k in same}

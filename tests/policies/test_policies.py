@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gsched.models import Cluster, Job, Node
 from gsched.scheduler.policies.fgd import TaskTypes
@@ -127,10 +129,50 @@ def test_release_restores_an_empty_gpu_exactly():
     assert st.free[0, 0] == 1.0 and st.load[0, 0].sum() == 0.0
 
 
-def test_normalized_scores_span_zero_to_ten_over_feasible_nodes():
+def test_normalized_scores_rank_the_feasible_nodes_from_ten_down():
     scores = np.array([1.0, 3.0, 2.0, 100.0])
     feasible = np.array([True, True, True, False])
-    assert normalized_scores(scores, feasible).tolist() == [0, 10, 5, 0]
+    assert normalized_scores(scores, feasible).tolist() == [8, 10, 9, 0]
+
+
+def test_normalized_scores_never_tie_the_node_place_would_pick():
+    # a tie for the best raw score: `place` takes the lowest index, so must kube-scheduler
+    scores = np.array([0.5, 0.9, 0.9, 0.9000001, 0.2])
+    feasible = np.array([True, True, True, False, True])
+    out = normalized_scores(scores, feasible)
+    assert out.tolist() == [8, 10, 9, 0, 7]
+    assert (out == out.max()).sum() == 1
+
+
+def test_normalized_scores_keep_close_scores_apart_and_floor_the_tail_at_zero():
+    # a linear 0..10 rescale would round 1.0 and 0.99 together (both 10)
+    scores = np.array([1.0, 0.99] + [-float(i) for i in range(1, 15)])
+    feasible = np.ones(len(scores), dtype=bool)
+    out = normalized_scores(scores, feasible).tolist()
+    assert out[:3] == [10, 9, 8]
+    assert out == sorted(out, reverse=True)  # the policy's order, never inverted
+    assert out[-5:] == [0] * 5
+
+
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=40),
+       st.data())
+def test_normalized_scores_keep_the_order_and_the_argmax(vals, data):
+    scores = np.array(vals)
+    feasible = np.array(data.draw(st.lists(st.booleans(), min_size=len(vals),
+                                           max_size=len(vals))))
+    out = normalized_scores(scores, feasible)
+    assert ((out >= 0) & (out <= 10)).all()
+    assert (out[~feasible] == 0).all()
+    if feasible.any():
+        best = int(np.argmax(np.where(feasible, scores, -np.inf)))
+        assert out[best] == 10 and (out == 10).sum() == 1
+        f = np.flatnonzero(feasible)
+        for i in f:
+            for j in f:
+                if scores[i] > scores[j]:
+                    assert out[i] >= out[j]
+                    if out[j] > 0:
+                        assert out[i] > out[j]
 
 
 def test_policy_names_parses_lists_and_rejects_unknown():

@@ -57,6 +57,10 @@ class SchedulerMetrics:
         self.cost_per_experiment = Gauge(
             "gsched_cost_per_experiment_usd",
             "Cost of occupied GPU-hours divided by completed training jobs.", registry=r)
+        self.pods_placed = Gauge(
+            "gsched_pods_placed",
+            "Pods holding resources in this replica's view of the cluster (bound, not "
+            "finished): moves as soon as a watch event is applied.", registry=r)
         self.cluster_allocation = Gauge(
             "gsched_cluster_gpu_allocation_ratio",
             "Share of the cluster's GPUs reserved by pods gsched placed.", registry=r)

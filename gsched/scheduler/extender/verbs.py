@@ -11,7 +11,10 @@ HTTP lives in `server.py`, the Kubernetes API in `kube.py`.
   nodeCacheCapable requests (`NodeNames`) are answered with `NodeNames`; the other mode
   (`Nodes`) with the passing Node objects echoed back, as kube-scheduler only reads
   `Nodes` then.
-- `prioritize` maps the policy's scores onto 0..10 (`normalized_scores`).
+- `prioritize` maps the policy's scores onto 0..10 by rank (`normalized_scores`): the
+  node the simulator's `place` would pick alone gets 10, the others keep the policy's
+  order below it, so kube-scheduler (whose own scorers the gsched profile disables)
+  picks what the simulator picks and never breaks a tie at random.
 - `bind` (leader only) re-checks the fit, picks the GPUs (`Policy.choose_gpus`), books
   them in the state, then has the binder annotate the pod with `gsched.io/gpus` and
   create its Binding; the assignment goes to the store.
@@ -121,7 +124,11 @@ class Extender:
         """New learned profiles (from agent-report ingestion): keep and persist them."""
         if self.store is not None:
             self.store.put_profiles(dict(learned))
-        self._profiles = {w: p.array() for w, p in learned.items() if p.source == "learned"}
+            # with the ones stored before (e.g. `gsched profiles learn --prometheus`)
+            self._profiles = self.store.profile_arrays()
+        else:
+            self._profiles = {w: p.array() for w, p in learned.items()
+                              if p.source == "learned"}
         self.pod_cache.clear()
 
     def translate(self, pod: Mapping[str, Any]) -> podlib.PodJob:
@@ -170,6 +177,7 @@ class Extender:
             self.state.release(uid)
         if self.store is not None:
             self.store.release(uid, self.clock())
+        self.metrics.pods_placed.set(len(self.placed))
 
     def _place_observed(self, pj: podlib.PodJob) -> None:
         """Book a pod that already runs on a node, on its recorded GPUs when known."""
@@ -194,6 +202,7 @@ class Extender:
                     gpus = tuple(int(g) for g in order[: job.num_gpu])
         self.state.allocate(job, Placement(idx, gpus, self.policy.reservation(job)))
         self.placed[pj.uid] = answers.with_gpus(pj, gpus)
+        self.metrics.pods_placed.set(len(self.placed))
 
     def restore_from_store(self) -> int:
         """Static mode: book every active assignment recorded in the store again."""
@@ -452,6 +461,7 @@ class Extender:
         return pj.job.kind
 
     def _update_gauges(self) -> None:
+        self.metrics.pods_placed.set(len(self.placed))
         total = self.state.total_gpus
         if total:
             self.metrics.cluster_allocation.set(self.state.allocated_gpus() / total)

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from gsched.models import Job
-from gsched.scheduler.policies.state import EPS, ClusterState, NoFit, Placement, Reason
+from gsched.scheduler.policies.state import ClusterState, NoFit, Placement, Reason
 
 
 class PolicyConfig(BaseModel):
@@ -136,16 +136,37 @@ def place(policy: Policy, state: ClusterState, job: Job,
 
 
 def normalized_scores(scores: np.ndarray, feasible: np.ndarray, top: int = 10) -> np.ndarray:
-    """Map raw scores of feasible nodes onto integers 0..top (the extender's range)."""
+    """Map raw scores of feasible nodes onto integers 0..top (the extender's range),
+    keeping the policy's order; infeasible nodes get 0.
+
+    Why not a linear rescale: kube-scheduler adds the extender's 0..10 (times its
+    weight) to its own scorers and picks the highest total, breaking ties at random.
+    Rounding a linear rescale ties nodes the policy tells apart (a node that is 1%
+    better lands on the same integer), and `place` - what the simulator runs - breaks
+    ties in the raw score by the lowest node index, a preference kube-scheduler never
+    hears of. So placements drift from the simulator's.
+
+    Instead, by rank: the node `place` would pick (highest raw score, lowest index among
+    equals) alone gets `top`; every other feasible node gets `top - 1 - r`, where `r` is
+    the rank of its raw score among the distinct scores of the others (0 for the
+    highest), floored at 0. The best node is never tied, the first `top` distinct
+    levels below it keep their strict order, and nodes below those share 0: the order
+    kube-scheduler sees is the policy's order as far as eleven integers can hold it.
+    """
     out = np.zeros(len(scores), dtype=np.int64)
-    if not feasible.any():
+    idx = np.flatnonzero(feasible)
+    if len(idx) == 0:
         return out
-    vals = scores[feasible]
-    lo, hi = float(vals.min()), float(vals.max())
-    if hi - lo < EPS:
-        out[feasible] = top
-        return out
-    out[feasible] = np.rint((vals - lo) / (hi - lo) * top).astype(np.int64)
+    vals = np.asarray(scores, dtype=np.float64)[idx]
+    pick = int(np.argmax(vals))  # first maximum: the lowest index, as `place` picks
+    rest = np.ones(len(idx), dtype=bool)
+    rest[pick] = False
+    if rest.any():
+        others = vals[rest]
+        levels = np.unique(others)  # ascending
+        rank = len(levels) - 1 - np.searchsorted(levels, others)
+        out[idx[rest]] = np.maximum(top - 1 - rank, 0)
+    out[idx[pick]] = top
     return out
 
 
