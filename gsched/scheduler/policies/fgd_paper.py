@@ -23,6 +23,7 @@ node order, as the artifact's scheduler takes the smallest node name. `fgd-exact
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,6 @@ from gsched.scheduler.policies.milli import (
     MAX_NODE_SCORE,
     MILLI,
     cpu_left,
-    gpu_left,
     is_shared,
     job_milli,
 )
@@ -54,8 +54,11 @@ class TargetPods:
     weight: np.ndarray  # (M,)
 
     @classmethod
-    def from_jobs(cls, jobs: list[Job], popularity: float = POPULARITY) -> TargetPods:
-        counts = Counter((j.cpu_milli, job_milli(j), j.num_gpu, j.gpu_models) for j in jobs)
+    def from_jobs(cls, jobs: list[Job], popularity: float = POPULARITY,
+                  demand: Callable[[Job], int] = job_milli) -> TargetPods:
+        """Shapes keyed on CPU, `demand` (milli-GPU per GPU: the request by default),
+        GPU count and models."""
+        counts = Counter((j.cpu_milli, demand(j), j.num_gpu, j.gpu_models) for j in jobs)
         if not counts:
             counts = Counter({(0, MILLI, 1, ()): 1})
         # most popular first; equal counts: the larger shape first (the artifact's order)
@@ -74,6 +77,15 @@ class TargetPods:
                    count=np.array([s[2] for s, _ in kept], dtype=np.int64),
                    models=tuple(s[3] for s, _ in kept), weight=w / w.sum())
 
+    def __post_init__(self) -> None:
+        # GPU shapes share a few per-GPU demands: the per-GPU work is done per demand
+        gpu_types = np.flatnonzero(self.milli > 0)
+        levels, inv = np.unique(self.milli[gpu_types], return_inverse=True)
+        object.__setattr__(self, "_gpu", (gpu_types, levels, inv.reshape(-1),
+                                          self.count[gpu_types], self.cpu[gpu_types],
+                                          self.weight[gpu_types]))
+        object.__setattr__(self, "_cpu_weight", float(self.weight[self.milli == 0].sum()))
+
     def access(self, model_names: list[str]) -> np.ndarray:
         """(M, models) whether each shape may run on each GPU model."""
         return np.array([[not ms or name in ms for name in model_names]
@@ -84,19 +96,16 @@ class TargetPods:
         """F per row: `left` (rows, gpus) milli-GPU with -1 padding, `cpu` (rows,) milli-CPU
         free, `access` (rows, M) whether each shape may use the row's GPU model."""
         total = np.clip(left, 0, None).sum(axis=1).astype(np.float64)
-        per_type = np.repeat(total[:, None], len(self.weight), axis=1)
-        gpu_types = np.flatnonzero(self.milli > 0)
-        if len(gpu_types):
-            levels, inv = np.unique(self.milli[gpu_types], return_inverse=True)
-            f = left[:, :, None]
-            fits = f >= levels[None, None, :]
-            room = fits.sum(axis=1)                                         # (rows, L)
-            stuck = np.where((f >= 0) & ~fits, f, 0).sum(axis=1).astype(np.float64)
-            inv = inv.reshape(-1)
-            ok = (room[:, inv] >= self.count[gpu_types][None, :]) \
-                & (cpu[:, None] >= self.cpu[gpu_types][None, :]) & access[:, gpu_types]
-            per_type[:, gpu_types] = np.where(ok, stuck[:, inv], total[:, None])
-        return per_type @ self.weight
+        gpu_types, levels, inv, count, cpu_req, w = self._gpu  # type: ignore[attr-defined]
+        frag = total * self._cpu_weight  # type: ignore[attr-defined]
+        if not len(gpu_types):
+            return frag
+        f = left[:, :, None]
+        fits = f >= levels[None, None, :]
+        room = fits.sum(axis=1)                                              # (rows, L)
+        stuck = np.where((f >= 0) & ~fits, f, 0).sum(axis=1).astype(np.float64)
+        ok = (room[:, inv] >= count) & (cpu[:, None] >= cpu_req) & access[:, gpu_types]
+        return frag + np.where(ok, stuck[:, inv], total[:, None]) @ w
 
 
 def sigmoid_score(delta: np.ndarray) -> np.ndarray:
@@ -125,6 +134,7 @@ class PaperFGDPolicy(Policy):
         self.pods = TargetPods.from_jobs(jobs)
         self._cache: dict[tuple, _Cache] = {}
         self._access: tuple[int, np.ndarray] | None = None
+        self._frag: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
         return self._scores(state, job).score
@@ -139,8 +149,24 @@ class PaperFGDPolicy(Policy):
             self._access = (id(state), by_model.T[state.node_model])  # (nodes, M)
         return self._access[1]
 
+    def _before(self, state: ClusterState, nodes: np.ndarray, left: np.ndarray,
+                cpu: np.ndarray, acc: np.ndarray) -> np.ndarray:
+        """F of `nodes` as they are, cached per node version (shared by every job)."""
+        if self._frag is None or self._frag[0] != id(state):
+            self._frag = (id(state), np.full(state.n_nodes, -1, dtype=np.int64),
+                          np.zeros(state.n_nodes))
+        _, version, frag = self._frag
+        stale = version[nodes] != state.node_version[nodes]
+        if stale.any():
+            idx = nodes[stale]
+            frag[idx] = self.pods.fragmentation(left[stale], cpu[stale], acc[stale])
+            version[idx] = state.node_version[idx]
+        return frag[nodes]
+
     def _scores(self, state: ClusterState, job: Job) -> _Cache:
-        key = (job.shape_key(), id(state))
+        # memory changes where a job fits, never its score: jobs differing only in it share
+        key = (job.num_gpu, job.gpu_share, job.gpu_mem_mib, job.gpu_models, job.cpu_milli,
+               id(state))
         cache = self._cache.get(key)
         if cache is None:
             cache = _Cache(np.full(state.n_nodes, -1, dtype=np.int64),
@@ -158,19 +184,21 @@ class PaperFGDPolicy(Policy):
     def _compute(self, state: ClusterState, job: Job, nodes: np.ndarray
                  ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         """(score, GPUs) per node of `nodes`, computed once per distinct node state."""
-        left = gpu_left(state)[nodes]
+        free = state.free[nodes]
+        left = np.where(free >= 0, np.rint(free * MILLI), -1).astype(np.int64)
         usable = state.gpu_fit(job, job.gpu_share)[nodes] & state.gpu_valid[nodes]
         cpu = cpu_left(state)[nodes]
         acc = self._node_access(state)[nodes]
-        if len(nodes) > 16:  # identical nodes (most of a fresh cluster) computed once
+        before = self._before(state, nodes, left, cpu, acc)
+        if len(nodes) > 64:  # identical nodes (most of a fresh cluster) computed once
             sig = np.concatenate([left, usable, cpu[:, None], state.node_model[nodes, None]],
                                  axis=1)
             _, first, inverse = np.unique(sig, axis=0, return_index=True, return_inverse=True)
             inverse = inverse.reshape(-1)
+            left, usable, cpu, acc, before = (left[first], usable[first], cpu[first],
+                                              acc[first], before[first])
         else:
-            first = inverse = np.arange(len(nodes))
-        left, usable, cpu, acc = left[first], usable[first], cpu[first], acc[first]
-        before = self.pods.fragmentation(left, cpu, acc)
+            inverse = np.arange(len(nodes))
         after_cpu = cpu - job.cpu_milli
         rows, g = left.shape
         milli = job_milli(job)
@@ -187,12 +215,11 @@ class PaperFGDPolicy(Policy):
             score = per_gpu[np.arange(rows), best]
             gpus = [(int(b),) for b in best]
         else:
-            after_left = left.copy()
-            for r in range(rows):
-                idx = np.flatnonzero(usable[r])
-                idx = idx[np.argsort(left[r, idx], kind="stable")][: job.num_gpu]
-                if len(idx) == job.num_gpu:
-                    after_left[r, idx] -= milli
-                    gpus[r] = tuple(int(i) for i in sorted(idx))
+            # whole GPUs: only free ones fit, and the tightest are the lowest-index free ones
+            take = usable & (np.cumsum(usable, axis=1) <= job.num_gpu)
+            enough = take.sum(axis=1) == job.num_gpu
+            after_left = np.where(take, left - milli, left)
             score = sigmoid_score(before - self.pods.fragmentation(after_left, after_cpu, acc))
+            gpus = [tuple(int(i) for i in np.flatnonzero(take[r])) if enough[r] else ()
+                    for r in range(rows)]
         return score[inverse], [gpus[i] for i in inverse]

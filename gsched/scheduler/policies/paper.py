@@ -86,41 +86,42 @@ class GpuClusteringPolicy(PaperPolicy):
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         super().__init__(config)
-        self._shapes: dict[int, tuple[np.ndarray, list[dict[str, int]]]] = {}
+        self._state_id = -1
 
     @staticmethod
     def shape(job: Job) -> str:
         return "share" if is_shared(job) else f"{job.num_gpu}-gpu"
 
-    def _node_shapes(self, state: ClusterState) -> list[dict[str, int]]:
-        """Per node, how many GPU pods of each shape it holds (cached per node version)."""
-        version, shapes = self._shapes.get(id(state), (None, None))
-        if version is None or shapes is None or len(version) != state.n_nodes:
-            version = np.full(state.n_nodes, -1, dtype=np.int64)
-            shapes = [{} for _ in range(state.n_nodes)]
-            self._shapes = {id(state): (version, shapes)}
-        for n in np.flatnonzero(version != state.node_version):
-            counts: dict[str, int] = {}
+    def _refresh(self, state: ClusterState) -> None:
+        """Per shape, how many GPU pods of it each node holds (refreshed per node version)."""
+        if self._state_id != id(state):
+            self._state_id = id(state)
+            self._version = np.full(state.n_nodes, -1, dtype=np.int64)
+            self._counts: dict[str, np.ndarray] = {}
+            self._distinct = np.zeros(state.n_nodes, dtype=np.int64)
+        for n in np.flatnonzero(self._version != state.node_version):
+            for arr in self._counts.values():
+                arr[n] = 0
             for jid in state.node_jobs[n]:
                 j = state.running[jid].job
                 if j.num_gpu:
-                    counts[self.shape(j)] = counts.get(self.shape(j), 0) + 1
-            shapes[n] = counts
-            version[n] = state.node_version[n]
-        return shapes
+                    arr = self._counts.setdefault(self.shape(j),
+                                                  np.zeros(state.n_nodes, dtype=np.int64))
+                    arr[n] += 1
+            self._distinct[n] = sum(int(arr[n] > 0) for arr in self._counts.values())
+            self._version[n] = state.node_version[n]
 
     def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
         if job.num_gpu == 0:
             return np.zeros(state.n_nodes)
-        shapes = self._node_shapes(state)
-        mine = self.shape(job)
-        has = np.array([mine in s for s in shapes])
-        alone = np.array([len(s) == 1 for s in shapes])
-        empty = np.array([not s for s in shapes])
+        self._refresh(state)
+        mine = self._counts.get(self.shape(job))
+        has = mine > 0 if mine is not None else np.zeros(state.n_nodes, dtype=bool)
         quarter = MAX_NODE_SCORE // 4
         fill = trunc_div(quarter * (int(MAX_SPEC_GPU) - node_gpu_left(gpu_left(state))),
                          int(MAX_SPEC_GPU))
-        tier = np.where(has, np.where(alone, 3, 2), np.where(empty, 1, 0))
+        tier = np.where(has, np.where(self._distinct == 1, 3, 2),
+                        np.where(self._distinct == 0, 1, 0))
         return (fill + quarter * tier).astype(np.float64)
 
 
