@@ -27,7 +27,6 @@ from gsched.scheduler.policies.fgd import TaskTypes
 from gsched.scheduler.policies.policy import Policy, place
 from gsched.scheduler.policies.state import ClusterState, Placement
 
-
 #: second key of the node-order generator, so it never shares a stream with the pod draws
 NODE_ORDER_STREAM = 0x6E6F6465
 
