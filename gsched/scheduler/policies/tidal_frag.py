@@ -61,6 +61,9 @@ class _Cache:
 class TimeFragmentation:
     """Per-node scores and GPU choices for one state, cached per node version."""
 
+    #: milli-GPU of dF per unit of the sigmoid's argument (the paper's 1000)
+    band_scale = 1000.0
+
     def __init__(self, jobs: list[Job], headroom: float) -> None:
         self.cap = 1.0 - headroom
         self.pods = TargetPods.from_jobs(jobs, demand=peak_milli)
@@ -87,6 +90,10 @@ class TimeFragmentation:
         if self.rho <= 0:
             return np.zeros(len(left))
         return np.maximum(left - np.maximum(cpu, 0.0) / self.rho, 0.0)
+
+    def band(self, delta: np.ndarray) -> np.ndarray:
+        """The banded fragmentation score of a dF (milli-GPU)."""
+        return sigmoid_score(delta * (1000.0 / self.band_scale))
 
     def _before(self, state: ClusterState, nodes: np.ndarray, left: np.ndarray,
                 cpu: np.ndarray) -> np.ndarray:
@@ -134,7 +141,7 @@ class TimeFragmentation:
         gpus: list[tuple[int, ...]] = [()] * rows
         tidal = np.zeros(rows)
         if k == 0 or fit is None:
-            band = sigmoid_score(before - self.pods.fragmentation(left, after_cpu, acc))
+            band = self.band(before - self.pods.fragmentation(left, after_cpu, acc))
         elif k == 1:
             ok, tscore = fit.ok[nodes], np.where(fit.ok[nodes], fit.score[nodes], 0.0)
             cand = np.repeat(left[:, None, :], g, axis=1)
@@ -142,7 +149,7 @@ class TimeFragmentation:
             np.maximum(cand, np.where(left >= 0, 0, -1)[:, None, :], out=cand)
             after = self.pods.fragmentation(cand.reshape(rows * g, g), np.repeat(after_cpu, g),
                                             np.repeat(acc, g, axis=0)).reshape(rows, g)
-            raw = sigmoid_score(before[:, None] - after)
+            raw = self.band(before[:, None] - after)
             if job.profile is not None:
                 per_gpu = np.where(ok, tscore + W_BAND * raw, -np.inf)
             else:
@@ -158,7 +165,7 @@ class TimeFragmentation:
             np.put_along_axis(take, order[:, :k], True, axis=1)
             take &= ok
             after_left = np.where(take, np.maximum(left - d, 0), left)
-            band = sigmoid_score(before - self.pods.fragmentation(after_left, after_cpu, acc))
+            band = self.band(before - self.pods.fragmentation(after_left, after_cpu, acc))
             tidal = np.where(take, fit.score[nodes], 0.0).sum(axis=1) / k
             gpus = [tuple(int(i) for i in np.flatnonzero(take[r])) for r in range(rows)]
         if job.profile is not None:  # a forecast: interleaving first, then fragmentation
