@@ -68,7 +68,7 @@ class TidalPolicy(Policy):
             fit = index.fit(job, mask)
             mask = mask & (fit.ok.sum(axis=1) >= job.num_gpu)
         shape = (job.shape_key(), job.preemptible, job.kind, job.profile_name or id(job.profile),
-                 job.utilization, slot)
+                 job.utilization)
         scores, gpus = self.frag.node_scores(state, job, shape, mask, fit)
         self._memo = (key, (mask, scores, gpus))
         return mask, scores, gpus

@@ -53,9 +53,11 @@ def cpu_per_gpu(jobs: list[Job]) -> float:
 
 @dataclass
 class _Cache:
-    version: np.ndarray
+    version: np.ndarray  # node version each entry was computed at
     score: np.ndarray
     gpus: list[tuple[int, ...]]
+    ok: np.ndarray       # the job's per-GPU fit it was computed from
+    tscore: np.ndarray   # and the per-GPU tidal score
 
 
 class TimeFragmentation:
@@ -108,23 +110,34 @@ class TimeFragmentation:
     def node_scores(self, state: ClusterState, job: Job, key: tuple, feasible: np.ndarray,
                     fit: GpuFit | None) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         """(score per node, -inf where infeasible; the job's GPUs per node). `fit` is the
-        tidal per-GPU fit of the job (None for a CPU-only job); `key` names everything
-        besides node state that `fit` depends on (job shape, profile, slot)."""
+        tidal per-GPU fit of the job (None for a CPU-only job); `key` names the job's
+        shape and profile. A node is recomputed when its state or the job's fit on it
+        changed (the fit moves with the time slot only where load varies over the day)."""
         self._bind(state)
         cache = self._cache.get(key)
         if cache is None:
             if len(self._cache) > 4096:
                 self._cache.clear()
+            g = state.max_gpus
             cache = self._cache[key] = _Cache(np.full(state.n_nodes, -1, dtype=np.int64),
                                               np.full(state.n_nodes, -np.inf),
-                                              [()] * state.n_nodes)
-        stale = np.flatnonzero(cache.version != state.node_version)
+                                              [()] * state.n_nodes,
+                                              np.zeros((state.n_nodes, g), dtype=bool),
+                                              np.zeros((state.n_nodes, g)))
+        changed = cache.version != state.node_version
+        if fit is not None:
+            tscore = np.where(fit.ok, fit.score, 0.0)
+            changed |= (fit.ok != cache.ok).any(axis=1) | (tscore != cache.tscore).any(axis=1)
+        stale = np.flatnonzero(changed)
         if len(stale):
             score, gpus = self._compute(state, job, stale, fit)
             cache.score[stale] = score
             for i, n in enumerate(stale):
                 cache.gpus[n] = gpus[i]
             cache.version[stale] = state.node_version[stale]
+            if fit is not None:
+                cache.ok[stale] = fit.ok[stale]
+                cache.tscore[stale] = tscore[stale]
         return np.where(feasible, cache.score, -np.inf), cache.gpus
 
     def _compute(self, state: ClusterState, job: Job, nodes: np.ndarray,
