@@ -33,7 +33,7 @@ from gsched.scheduler.policies.state import ClusterState
 
 #: weights that make the three criteria lexicographic (see the module docstring)
 W_STRANDED, W_TIDAL = 1e-5, 1e-7
-#: a profiled job ranks by the tidal score first; the band (0..100) then breaks ties
+#: a `load_first` job ranks by the tidal score first; the band (0..100) then breaks ties
 W_BAND = 1e-4
 
 
@@ -42,6 +42,13 @@ def peak_milli(job: Job) -> int:
     if job.num_gpu == 0:
         return 0
     return int(round(min(job.peak_load, 1.0) * MILLI))
+
+
+def load_first(job: Job) -> bool:
+    """A job whose load is not its request (a daily profile, or a utilisation below 1)
+    ranks by how its load fits the GPU's day first; a job booked at its request ranks by
+    fragmentation first."""
+    return job.profile is not None or job.utilization < 1.0
 
 
 def cpu_per_gpu(jobs: list[Job]) -> float:
@@ -163,7 +170,7 @@ class TimeFragmentation:
             after = self.pods.fragmentation(cand.reshape(rows * g, g), np.repeat(after_cpu, g),
                                             np.repeat(acc, g, axis=0)).reshape(rows, g)
             raw = self.band(before[:, None] - after)
-            if job.profile is not None:
+            if load_first(job):
                 per_gpu = np.where(ok, tscore + W_BAND * raw, -np.inf)
             else:
                 per_gpu = np.where(ok, raw + W_TIDAL * tscore, -np.inf)
@@ -181,6 +188,6 @@ class TimeFragmentation:
             band = self.band(before - self.pods.fragmentation(after_left, after_cpu, acc))
             tidal = np.where(take, fit.score[nodes], 0.0).sum(axis=1) / k
             gpus = [tuple(int(i) for i in np.flatnonzero(take[r])) for r in range(rows)]
-        if job.profile is not None:  # a forecast: interleaving first, then fragmentation
+        if load_first(job):  # interleaving first, then fragmentation
             return tidal + W_BAND * (band - W_STRANDED * stranded), gpus
         return band - W_STRANDED * stranded + W_TIDAL * tidal, gpus
