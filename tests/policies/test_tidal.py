@@ -203,3 +203,16 @@ def test_cpu_only_pods_go_where_their_cpu_strands_no_gpu():
     assert make_policy("fgd", PolicyConfig(workload=workload)).score(
         st, cpu_job, np.ones(2, dtype=bool)).tolist() == [50, 50]
     assert place(pol, st, cpu_job).node == 1
+
+
+def test_jobs_whose_load_is_not_their_request_rank_by_load_fit_first():
+    from gsched.scheduler.policies.tidal_frag import load_first
+
+    assert load_first(service("s", 14)) and load_first(training("t", util=0.4))
+    assert not load_first(flat_inference("f", 0.5)) and not load_first(training("u", util=1.0))
+    # a light training job joins the occupied GPU's valley rather than opening the first
+    # (empty) node: the tidal score ranks first for it
+    st = ClusterState(one_gpu(2))
+    st.allocate(service("night", 2, share=0.5), Placement(1, (0,), 0.5))
+    d = place(make_policy("tidal"), st, training("t", share=1.0, util=0.3))
+    assert isinstance(d, Placement) and d.node == 1
