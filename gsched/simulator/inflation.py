@@ -6,6 +6,13 @@ the cluster's capacity. The figure of merit is the share of GPU capacity actuall
 allocated when requests reach 100%: a policy that fragments less fails fewer pods and
 allocates more. We also report the fragmented share of GPUs at that point, measured
 with FGD's own fragmentation against the trace's task mix.
+
+Node order, as in the paper's artifact: its scheduler takes the node with the smallest
+name among the best-scored and gives node names a random prefix per seed, so each seed
+has one random node order, fixed for the whole run. Policies here take the first
+best-scored node (`policy.place`), so each seed runs on the cluster's nodes shuffled by a
+generator of its own (separate from the one that draws pods). Integer scores tie on most
+decisions, so this order matters: see docs/policies.md.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from gsched.models import Cluster, Job, Trace
 from gsched.scheduler.policies.fgd import TaskTypes
 from gsched.scheduler.policies.policy import Policy, place
 from gsched.scheduler.policies.state import ClusterState, Placement
+
+#: second key of the node-order generator, so it never shares a stream with the pod draws
+NODE_ORDER_STREAM = 0x6E6F6465
 
 
 @dataclass
@@ -36,6 +46,7 @@ class InflationResult:
         return {
             "allocation_ratio_at_100": self.allocation_ratio_at_100,
             "allocation_ratio_at_100_std": float(np.std(vals)) if vals else 0.0,
+            "allocation_ratio_at_100_per_seed": [float(v) for v in vals],
             "fragmented_gpu_share": self.fragmented_gpu_share,
             "failed_pods_at_100": float(np.mean([s["failed_pods_at_100"]
                                                  for s in self.per_seed])),
@@ -46,14 +57,24 @@ class InflationResult:
         }
 
 
+def seed_node_order(cluster: Cluster, seed: int) -> Cluster:
+    """The cluster with its nodes in the seed's random order (the artifact's name prefix)."""
+    order = np.random.default_rng((seed, NODE_ORDER_STREAM)).permutation(len(cluster.nodes))
+    return cluster.model_copy(update={"nodes": [cluster.nodes[i] for i in order]})
+
+
 def inflate_once(jobs: list[Job], cluster: Cluster, policy: Policy, seed: int,
                  target: float = 1.3, slots: int = 96,
                  types: TaskTypes | None = None) -> dict[str, object]:
-    """One seeded inflation run; returns figures at 100% and the allocation curve."""
+    """One seeded inflation run; returns figures at 100% and the allocation curve.
+
+    The seed draws the pods, the node order (`seed_node_order`) and the policy's own
+    random choices (`Policy.reseed`)."""
     import time
 
     rng = np.random.default_rng(seed)
-    state = ClusterState(cluster, slots)
+    policy.reseed(seed)
+    state = ClusterState(seed_node_order(cluster, seed), slots)
     types = types or TaskTypes.from_jobs(jobs)
     capacity = float(state.total_gpus)
     requested = 0.0

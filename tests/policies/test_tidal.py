@@ -157,3 +157,62 @@ def test_tidal_serves_both_services_and_trains_where_request_policies_cannot(bas
     assert served and risk == 0 and trained >= 40
     # a request policy either leaves a service waiting or gives training no GPU
     assert not b_served or b_trained < trained
+
+
+# -- fragmentation across time slots (tidal_frag.py) ----------------------------------
+
+def flat_inference(jid: str, share: float, cpu: int = 0) -> Job:
+    return Job(id=jid, kind="inference", submit_time=0.0, gpu_share=share, cpu_milli=cpu)
+
+
+def test_headroom_guards_forecast_inference_not_flat_requests():
+    # two flat half-GPU requests (no forecast to be wrong about) fill a GPU to 1.0 ...
+    st = ClusterState(one_gpu())
+    pol = make_policy("tidal")
+    for jid in ("a", "b"):
+        d = place(pol, st, flat_inference(jid, 0.5))
+        assert isinstance(d, Placement)
+        st.allocate(flat_inference(jid, 0.5), d)
+    assert st.load[0, 0].max() == pytest.approx(1.0)
+    # ... while a forecast service keeps its headroom: 0.6 + 0.4 at a shared peak is over 0.9
+    st = ClusterState(one_gpu())
+    st.allocate(service("s", 14), Placement(0, (0,), 0.6))
+    assert isinstance(place(pol, st, service("t", 14, share=0.4)), NoFit)
+
+
+def test_time_fragmentation_counts_the_capacity_left_at_each_gpus_peak():
+    from gsched.scheduler.policies.tidal_frag import TimeFragmentation
+
+    st = ClusterState(Cluster(nodes=[Node(name="n0", gpu_count=2, gpu_model="A100")]))
+    st.allocate(service("s", 14, share=0.5), Placement(0, (0,), 0.5))
+    tf = TimeFragmentation([flat_inference("w", 0.5)], headroom=0.1)
+    # GPU 0 peaks at 0.5 under headroom 0.1: 400 milli left at the peak; GPU 1 is empty
+    assert tf.peak_left(st, np.array([0])).tolist() == [[400, 1000]]
+
+
+def test_cpu_only_pods_go_where_their_cpu_strands_no_gpu():
+    # n0: 8 GPUs and 16 CPUs; n1: 2 GPUs and 104 CPUs. GPU pods need 8 CPUs per GPU.
+    cl = Cluster(nodes=[Node(name="n0", gpu_count=8, gpu_model="A100", cpu_milli=16000),
+                        Node(name="n1", gpu_count=2, gpu_model="A100", cpu_milli=104000)])
+    workload = [flat_inference("w", 1.0, cpu=8000)]
+    cpu_job = Job(id="c", kind="inference", submit_time=0.0, num_gpu=0, cpu_milli=4000)
+    st = ClusterState(cl)
+    pol = make_policy("tidal", PolicyConfig(workload=workload))
+    # FGD's all-or-nothing fit ties them (n0 keeps 12 CPUs, enough for one GPU pod): node
+    # order would pick n0 and leave it 12 CPUs for 8 GPUs; the stranding term picks n1
+    assert make_policy("fgd", PolicyConfig(workload=workload)).score(
+        st, cpu_job, np.ones(2, dtype=bool)).tolist() == [50, 50]
+    assert place(pol, st, cpu_job).node == 1
+
+
+def test_jobs_whose_load_is_not_their_request_rank_by_load_fit_first():
+    from gsched.scheduler.policies.tidal_frag import load_first
+
+    assert load_first(service("s", 14)) and load_first(training("t", util=0.4))
+    assert not load_first(flat_inference("f", 0.5)) and not load_first(training("u", util=1.0))
+    # a light training job joins the occupied GPU's valley rather than opening the first
+    # (empty) node: the tidal score ranks first for it
+    st = ClusterState(one_gpu(2))
+    st.allocate(service("night", 2, share=0.5), Placement(1, (0,), 0.5))
+    d = place(make_policy("tidal"), st, training("t", share=1.0, util=0.3))
+    assert isinstance(d, Placement) and d.node == 1

@@ -50,3 +50,23 @@ def test_seeds_are_reproducible_and_differ_from_each_other():
     assert [s["allocation_ratio_at_100"] for s in a.per_seed] == \
         [s["allocation_ratio_at_100"] for s in b.per_seed]
     assert len({s["allocation_ratio_at_100"] for s in a.per_seed}) > 1
+
+
+def test_each_seed_has_its_own_fixed_random_node_order():
+    from gsched.simulator.inflation import seed_node_order
+
+    cl = Cluster(nodes=[Node(name=f"n{i}", gpu_count=1) for i in range(12)])
+    names = [[n.name for n in seed_node_order(cl, s).nodes] for s in (0, 0, 1)]
+    assert names[0] == names[1] and names[0] != names[2]
+    assert sorted(names[0]) == sorted(n.name for n in cl.nodes)
+
+
+def test_per_seed_figures_are_reported():
+    # half-GPU pods on two one-GPU nodes: gpupacking shares the used GPU first, so the
+    # halves pair up and both GPUs are fully allocated when requests reach 100%
+    tr = Trace(jobs=[Job(id="h", kind="inference", submit_time=0, gpu_share=0.5)])
+    cl = Cluster(nodes=[Node(name=f"n{i}", gpu_count=1) for i in range(2)])
+    r = inflate(tr, cl, lambda: make_policy("gpupacking"), seeds=3)
+    per_seed = r.figures["allocation_ratio_at_100_per_seed"]
+    assert per_seed == [s["allocation_ratio_at_100"] for s in r.per_seed]
+    assert per_seed == pytest.approx([1.0, 1.0, 1.0])   # halves pair up on one GPU

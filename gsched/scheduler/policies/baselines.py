@@ -1,8 +1,7 @@
-"""The baseline policies gsched is measured against.
+"""The baseline policies gsched is measured against (the FGD paper's six: `paper.py`).
 
 - `k8s-spread`: kube-scheduler's default NodeResourcesFit LeastAllocated scoring.
 - `binpack`: NodeResourcesFit MostAllocated, the usual "pack GPUs" setting.
-- `bestfit`: the node (and GPU) left with the least free GPU share after placement.
 - `peak`: peak-reservation first-fit-decreasing: books each job's *peak* daily load
   (a right-sized request), first node that fits, waiting jobs retried largest first.
 """
@@ -37,19 +36,6 @@ class BinpackPolicy(Policy):
     def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
         fracs = list(resource_fractions(state, job, self.reservation(job)))
         return np.mean(fracs, axis=0)
-
-
-class BestFitPolicy(Policy):
-    """Least free GPU share left on the node after placement; CPU-only pods by CPU left."""
-
-    name = "bestfit"
-
-    def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
-        if job.num_gpu == 0:
-            left = np.where(state.cpu_unlimited, np.inf, state.cpu_free - job.cpu_milli)
-            return -left
-        free = np.where(state.gpu_valid, state.free, 0.0).sum(axis=1)
-        return -(free - job.num_gpu * self.reservation(job))
 
 
 class PeakFFDPolicy(Policy):

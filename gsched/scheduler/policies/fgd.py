@@ -1,5 +1,7 @@
-"""FGD: fragmentation gradient descent (Weng et al., USENIX ATC'23, "Beware of
-Fragmentation: Scheduling GPU-Sharing Workloads with Fragmentation Gradient Descent").
+"""`fgd-exact`: fragmentation gradient descent (Weng et al., USENIX ATC'23, "Beware of
+Fragmentation: Scheduling GPU-Sharing Workloads with Fragmentation Gradient Descent"),
+ranked by the exact fragmentation delta. The paper's own scoring is `fgd`
+(`fgd_paper.py`); docs/policies.md says how the two differ.
 
 The target workload is a distribution M of task types m (CPU request, per-GPU share,
 GPU count) with popularity p_m. For a node n and a task type m, F_n(m) is the free GPU
@@ -79,10 +81,10 @@ class _Cache:
     gpus: list[tuple[int, ...]]
 
 
-class FGDPolicy(Policy):
-    """Place each job where it grows expected fragmentation the least."""
+class ExactFGDPolicy(Policy):
+    """Place each job where it grows expected fragmentation the least (exact delta)."""
 
-    name = "fgd"
+    name = "fgd-exact"
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         super().__init__(config)

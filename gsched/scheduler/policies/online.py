@@ -8,8 +8,10 @@ when `L[g, t] + l[t] <= 1 - headroom` in the slots that matter:
   collides (`TidalPolicy.on_slot`), so it only has to fit the next `window` slots;
 - a preemptible job (training) must fit the next `window` slots against everything
   placed: it runs in the valley and is checkpointed and moved before the peak.
-Headroom protects inference latency, so it applies to GPUs that hold (or would hold)
-inference; a training-only GPU may be filled to 1. A job whose peak exceeds its usable
+Headroom protects inference latency against forecast error, so it applies to GPUs that
+hold (or would hold) inference whose load is a forecast (a daily profile); a GPU of
+training, or of inference booked at its flat request (no forecast to be wrong about, as
+Kubernetes books it), may be filled to 1. A job whose peak exceeds its usable
 capacity gets empty GPUs only.
 
 Speed comes from a per-node cache, refreshed only for nodes whose `node_version` moved:
@@ -31,6 +33,11 @@ from gsched.scheduler.policies.state import EPS, ClusterState
 
 #: score weights: occupied GPU, interleave (0..1), daily fill (0..1)
 W_OCCUPIED, W_INTERLEAVE, W_FILL = 1.0, 0.5, 0.25
+
+
+def guarded(job: Job) -> bool:
+    """Inference whose load is a forecast: it gets (and imposes) the headroom."""
+    return job.kind == "inference" and job.profile is not None
 
 
 @dataclass
@@ -68,7 +75,7 @@ class LoadIndex:
         # capacity a training job may fill; valid for `_win_slot` and current versions
         self._win_slot = -1
         self.win_max = np.zeros((n, g))
-        self.train_cap = np.where(state.inference_on_gpu > 0, self.cap, 1.0) + EPS
+        self.train_cap = np.where(state.forecast_on_gpu > 0, self.cap, 1.0) + EPS
         self._job_cache: dict[tuple, tuple[np.ndarray, np.ndarray, int, float, float]] = {}
 
     # ------------------------------------------------------------------ cache
@@ -81,7 +88,8 @@ class LoadIndex:
         np.maximum(firm, 0.0, out=firm)
         self.load_t[:, changed] = np.moveaxis(st.load[changed], 2, 0)
         self.firm_t[:, changed] = np.moveaxis(firm, 2, 0)
-        self.train_cap[changed] = np.where(st.inference_on_gpu[changed] > 0, self.cap, 1.0) + EPS
+        self.train_cap[changed] = np.where(st.forecast_on_gpu[changed] > 0, self.cap,
+                                           1.0) + EPS
         if self._win_slot >= 0:
             win = (self._win_slot + np.arange(self.window)) % st.slots
             self.win_max[changed] = self.load_t[win][:, changed].max(axis=0)
@@ -149,7 +157,7 @@ class LoadIndex:
             base = base & (st.gpu_mem_free[rows] >= job.gpu_mem_mib)
         jobs_on = st.jobs_on_gpu[rows]
         load, lb, tp, lpeak, lmean = self._job_view(job)
-        infer = job.kind == "inference"
+        infer = guarded(job)
         if infer:
             cap = np.full(base.shape, self.cap + EPS)
         else:

@@ -42,6 +42,12 @@ class Policy:
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         self.config = config or PolicyConfig()
+        #: the policy's only source of randomness (policies that draw, e.g. `random`)
+        self.rng = np.random.default_rng(self.config.seed)
+
+    def reseed(self, seed: int) -> None:
+        """Start the policy's random draws afresh (drivers call it once per seeded run)."""
+        self.rng = np.random.default_rng(seed)
 
     # -- what a job books ------------------------------------------------------
     def reservation(self, job: Job) -> float:

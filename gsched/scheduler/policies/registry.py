@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 from gsched.errors import InputError
-from gsched.scheduler.policies.baselines import (
-    BestFitPolicy,
-    BinpackPolicy,
-    K8sSpreadPolicy,
-    PeakFFDPolicy,
+from gsched.scheduler.policies.baselines import BinpackPolicy, K8sSpreadPolicy, PeakFFDPolicy
+from gsched.scheduler.policies.fgd import ExactFGDPolicy
+from gsched.scheduler.policies.fgd_paper import PaperFGDPolicy
+from gsched.scheduler.policies.paper import (
+    DotProductPolicy,
+    GpuClusteringPolicy,
+    GpuPackingPolicy,
+    PaperBestFitPolicy,
+    RandomPolicy,
 )
-from gsched.scheduler.policies.fgd import FGDPolicy
 from gsched.scheduler.policies.policy import Policy, PolicyConfig
 from gsched.scheduler.policies.tidal import TidalPolicy
 
+#: every policy, in the order `all` runs them: kube-scheduler's two, the FGD paper's six
+#: (as its artifact defines them), gsched's exact-delta FGD, then the profile-aware two.
 POLICIES: dict[str, type[Policy]] = {
     "k8s-spread": K8sSpreadPolicy,
     "binpack": BinpackPolicy,
-    "bestfit": BestFitPolicy,
-    "fgd": FGDPolicy,
+    "random": RandomPolicy,
+    "dotprod": DotProductPolicy,
+    "clustering": GpuClusteringPolicy,
+    "gpupacking": GpuPackingPolicy,
+    "bestfit": PaperBestFitPolicy,
+    "fgd": PaperFGDPolicy,
+    "fgd-exact": ExactFGDPolicy,
     "peak": PeakFFDPolicy,
     "tidal": TidalPolicy,
 }

@@ -124,6 +124,8 @@ class ClusterState:
         self.node_jobs: list[dict[str, None]] = [{} for _ in range(n)]
         self.jobs_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
         self.inference_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
+        #: inference whose load is a forecast (a daily profile): what headroom guards
+        self.forecast_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
         self.running: dict[str, Running] = {}
         #: bumped whenever a node changes, so policies can cache per-node work.
         self.node_version = np.zeros(n, dtype=np.int64)
@@ -235,6 +237,8 @@ class ClusterState:
             self.jobs_on_gpu[n, gpus] += 1
             if job.kind == "inference":
                 self.inference_on_gpu[n, gpus] += 1
+                if job.profile is not None:
+                    self.forecast_on_gpu[n, gpus] += 1
         self.cpu_free[n] -= job.cpu_milli
         self.mem_free[n] -= job.memory_mib
         self.node_version[n] += 1
@@ -256,6 +260,8 @@ class ClusterState:
             self.jobs_on_gpu[n, gpus] -= 1
             if r.job.kind == "inference":
                 self.inference_on_gpu[n, gpus] -= 1
+                if r.job.profile is not None:
+                    self.forecast_on_gpu[n, gpus] -= 1
             # Snap float dust back so an empty GPU is exactly empty.
             empty = self.jobs_on_gpu[n, gpus] == 0
             if empty.any():

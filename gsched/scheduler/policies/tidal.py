@@ -23,6 +23,7 @@ from gsched.models import Job
 from gsched.scheduler.policies.online import LoadIndex
 from gsched.scheduler.policies.policy import Policy, PolicyConfig
 from gsched.scheduler.policies.state import EPS, ClusterState, Reason
+from gsched.scheduler.policies.tidal_frag import TimeFragmentation
 
 
 class TidalPolicy(Policy):
@@ -38,6 +39,12 @@ class TidalPolicy(Policy):
         self._indexes: weakref.WeakKeyDictionary[ClusterState, LoadIndex] = (
             weakref.WeakKeyDictionary())
         self._memo: tuple | None = None
+        self.set_workload(self.config.workload)
+
+    def set_workload(self, jobs: list[Job]) -> None:
+        """Replace the target workload whose fragmentation the node score weighs."""
+        self.frag = TimeFragmentation(jobs, self.config.headroom)
+        self._memo = None
 
     def index(self, state: ClusterState) -> LoadIndex:
         idx = self._indexes.get(state)
@@ -46,21 +53,31 @@ class TidalPolicy(Policy):
             self._indexes[state] = idx
         return idx
 
-    def _evaluate(self, state: ClusterState, job: Job) -> tuple[np.ndarray, np.ndarray]:
-        """(feasible, scores) for the job, memoised until the state or the slot moves
-        (drivers ask `feasible` then `score` for the same decision)."""
-        key = (id(state), job.id, int(state.node_version.sum()), state.current_slot)
+    def _evaluate(self, state: ClusterState, job: Job
+                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]:
+        """(feasible, scores, GPUs per node) for the job, memoised until the state or the
+        slot moves (drivers ask `feasible`, `score` and `choose_gpus` for one decision)."""
+        slot = state.current_slot
+        key = (id(state), job.id, int(state.node_version.sum()), slot)
         if self._memo is not None and self._memo[0] == key:
-            return self._memo[1], self._memo[2]
-        feasible, scores = self.index(state).node_scores(job)
-        self._memo = (key, feasible, scores)
-        return feasible, scores
+            return self._memo[1]
+        index = self.index(state)
+        mask = index.node_mask(job)
+        fit = None
+        if job.num_gpu:
+            fit = index.fit(job, mask)
+            mask = mask & (fit.ok.sum(axis=1) >= job.num_gpu)
+        shape = (job.shape_key(), job.preemptible, job.kind, job.profile_name or id(job.profile),
+                 job.utilization)
+        scores, gpus = self.frag.node_scores(state, job, shape, mask, fit)
+        self._memo = (key, (mask, scores, gpus))
+        return mask, scores, gpus
 
     # -- the three questions ---------------------------------------------------
     def filter(self, state: ClusterState, job: Job) -> np.ndarray:
         reasons = state.fit_reasons(job, -np.inf)  # model, count, memory, CPU, RAM
         if job.num_gpu:
-            feasible, _ = self._evaluate(state, job)
+            feasible = self._evaluate(state, job)[0]
             reasons[(reasons == 0) & ~feasible] = Reason.PROFILE
         return reasons
 
@@ -75,14 +92,16 @@ class TidalPolicy(Policy):
         return self._evaluate(state, job)[1]
 
     def choose_gpus(self, state: ClusterState, job: Job, node: int) -> tuple[int, ...]:
-        return self.index(state).choose(job, node)
+        if job.num_gpu == 0:
+            return ()
+        return self._evaluate(state, job)[2][node]
 
     # -- time ------------------------------------------------------------------
     def on_slot(self, state: ClusterState, slot: int, now: float) -> list[str]:
         """Preemptible jobs to move out of GPUs whose forecast for `slot` is over
         capacity minus headroom: newest first (least work since their start), until
         the forecast fits."""
-        cap = np.where(state.inference_on_gpu > 0, 1.0 - self.config.headroom, 1.0) + EPS
+        cap = np.where(state.forecast_on_gpu > 0, 1.0 - self.config.headroom, 1.0) + EPS
         over = state.load[:, :, slot] > cap
         over &= state.preemptible_load[:, :, slot] > EPS
         if not over.any():
