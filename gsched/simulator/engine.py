@@ -98,6 +98,7 @@ class Simulation:
         self.events = 0
         # outcomes
         self.queue_delays: list[float] = []
+        self.training_queue_delays: list[float] = []
         self.jcts: list[float] = []
         self.completed = {"training": 0, "inference": 0}
         self.last_training_end: float | None = None
@@ -134,6 +135,8 @@ class Simulation:
         if run.first_start is None:
             run.first_start = self.now
             self.queue_delays.append(self.now - job.submit_time)
+            if job.kind == "training":
+                self.training_queue_delays.append(self.now - job.submit_time)
         run.run_start = self.now
         run.last_update = self.now
         for g in gpus:
@@ -411,6 +414,7 @@ class Simulation:
             "queue_delay_p50_s": _pct(self.queue_delays, 50),
             "queue_delay_p95_s": _pct(self.queue_delays, 95),
             "queue_delay_p99_s": _pct(self.queue_delays, 99),
+            "training_queue_delay_p95_s": _pct(self.training_queue_delays, 95),
             "jct_mean_s": float(np.mean(self.jcts)) if self.jcts else None,
             "jct_p95_s": _pct(self.jcts, 95),
             "makespan_s": (self.last_training_end - start) if self.last_training_end else None,
