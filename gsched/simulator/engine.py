@@ -109,6 +109,13 @@ class Simulation:
         self.warnings: list[str] = []
         self.uses_slots = type(policy).on_slot is not Policy.on_slot
         self.running_finite = 0
+        # Request-view policies (feasibility is the node's free resources, nothing else):
+        # a job that failed to fit can only fit on a node released since, so a retry
+        # looks at those nodes first and skips the full placement when none fits.
+        self.request_view = (type(policy).feasible is Policy.feasible
+                             and type(policy).filter is Policy.filter)
+        self.released: list[int] = []  # node of every release, in order
+        self.failed_at: dict[tuple, int] = {}  # group -> len(released) at its last miss
 
     # ------------------------------------------------------------------ events
     def _push(self, t: float, kind: int, payload: object) -> None:
@@ -153,6 +160,8 @@ class Simulation:
         n, gpus = r.placement.node, list(r.placement.gpus)
         before = self.acct.before_change(n, gpus)
         st.release(job.id)
+        if self.request_view:
+            self.released.append(n)
         if self.actual is not st.load and run.actual is not None:
             self.actual[n, gpus, :] -= run.actual
             empty = st.jobs_on_gpu[n, gpus] == 0
@@ -232,10 +241,15 @@ class Simulation:
                 if not run.waiting:  # started by preemption since it was queued
                     heapq.heappop(heap)
                     continue
+                if key in self.failed_at and not self._may_fit(key, run.job):
+                    break
                 self.state.now = self.now
                 decision = place(self.policy, self.state, run.job, explain=False)
                 if not isinstance(decision, Placement):
+                    if self.request_view:
+                        self.failed_at[key] = len(self.released)
                     break
+                self.failed_at.pop(key, None)
                 heapq.heappop(heap)
                 self._dequeue(run)
                 self._start(run, decision)
@@ -243,6 +257,21 @@ class Simulation:
             if not heap:
                 del self.groups[key]
         return placed_any
+
+    def _may_fit(self, key: tuple, job: Job) -> bool:
+        """Could the group's head fit now? False only when certain (request view).
+
+        Since its last miss, nodes other than those released have only lost capacity,
+        so it suffices to test the released ones (usually one or two, not the cluster).
+        """
+        since = self.failed_at[key]
+        if since == len(self.released):
+            return False
+        nodes = np.fromiter(set(self.released[since:]), dtype=np.int64)
+        if self.state.fit_mask(job, self.policy.reservation(job), nodes).any():
+            return True
+        self.failed_at[key] = len(self.released)
+        return False
 
     def _try_preempt(self, run: _Run) -> bool:
         job = run.job
