@@ -57,12 +57,23 @@ def find_victims(policy: Policy, state: ClusterState, job: Job,
     nodes = nodes[np.argsort(-evictable, kind="stable")]
     limit = MAX_CANDIDATE_NODES if request_view else MAX_GENERIC_CANDIDATES
     best: tuple[tuple, int, list[str]] | None = None
+    running = state.running
     for n in nodes[:limit]:
         n = int(n)
-        order = sorted((j for j in state.node_jobs[n]
-                        if state.running[j].job.preemptible
-                        and state.running[j].job.priority < job.priority),
-                       key=lambda j: victim_order(state.running[j].job, started(j)))
+        keyed = [(victim_order(running[j].job, started(j)), i, j)
+                 for i, j in enumerate(state.node_jobs[n])
+                 if running[j].job.preemptible and running[j].job.priority < job.priority]
+        if not keyed:
+            continue
+        if best is not None and best[0][0] == 1:
+            # Only one victim can still win: the node's first, if it loses less than the
+            # best so far (or as much, on a lower node). No need to order the rest.
+            first = min(keyed)[2]
+            if (running[first].job.gpu_request, n) >= best[0][1:]:
+                continue
+            order = [first]
+        else:
+            order = [j for _, _, j in sorted(keyed)]
         chosen = (_victims_on_row(state, job, reserve, n, order) if request_view
                   else _victims_by_policy(policy, state, job, n, order))
         if chosen is not None:
