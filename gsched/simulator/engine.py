@@ -90,7 +90,9 @@ class Simulation:
         self.heap: list[tuple[float, int, int, object]] = []
         self.seq = 0
         self.runs: dict[str, _Run] = {}
-        self.on_gpu: dict[tuple[int, int], set[str]] = {}
+        # Jobs per GPU as insertion-ordered dicts, not sets: string hashing differs per
+        # process, and the order jobs are re-rated in orders their finish events.
+        self.on_gpu: dict[tuple[int, int], dict[str, None]] = {}
         self.groups: dict[tuple, list[tuple[tuple, int, _Run]]] = {}
         self.dirty_groups: set[tuple] = set()
         self.queued = 0
@@ -147,7 +149,7 @@ class Simulation:
         run.run_start = self.now
         run.last_update = self.now
         for g in gpus:
-            self.on_gpu.setdefault((n, g), set()).add(job.id)
+            self.on_gpu.setdefault((n, g), {})[job.id] = None
         self._update_rates(n, gpus, exclude=job.id)
         run.rate = self._rate_of(job) if job.kind == "training" else 1.0
         self._schedule_finish(run)
@@ -169,7 +171,7 @@ class Simulation:
                 self.actual[n, np.array(gpus)[empty], :] = 0.0
         self.acct.after_change(n, gpus, before)
         for g in gpus:
-            self.on_gpu[(n, g)].discard(job.id)
+            self.on_gpu[(n, g)].pop(job.id, None)
         self._progress(run)
         run.version += 1  # invalidates its pending finish
         if math.isfinite(run.remaining):
@@ -194,9 +196,9 @@ class Simulation:
 
     def _update_rates(self, n: int, gpus: list[int], exclude: str | None = None) -> None:
         """Re-rate the training jobs on these GPUs after a neighbour came or went."""
-        ids: set[str] = set()
+        ids: dict[str, None] = {}
         for g in gpus:
-            ids |= self.on_gpu.get((n, g), set())
+            ids.update(self.on_gpu.get((n, g), {}))
         for jid in ids:
             run = self.runs[jid]
             if jid == exclude or run.job.kind != "training":
