@@ -118,6 +118,7 @@ class Simulation:
                              and type(policy).filter is Policy.filter)
         self.released: list[int] = []  # node of every release, in order
         self.failed_at: dict[tuple, int] = {}  # group -> len(released) at its last miss
+        self.victim_orders: dict[int, tuple] = {}  # find_victims' per-node cache
 
     # ------------------------------------------------------------------ events
     def _push(self, t: float, kind: int, payload: object) -> None:
@@ -280,7 +281,7 @@ class Simulation:
         if not self.config.preemption or job.preemptible or job.num_gpu == 0:
             return False
         found = find_victims(self.policy, self.state, job,
-                             lambda j: self.runs[j].run_start)
+                             lambda j: self.runs[j].run_start, self.victim_orders)
         if found is None:
             return False
         node, victims = found
