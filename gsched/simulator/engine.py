@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from gsched.models import DAY_SECONDS, Cluster, Job, Trace
 from gsched.scheduler.policies.policy import Policy, place
 from gsched.scheduler.policies.preemption import find_victims
-from gsched.scheduler.policies.state import ClusterState, Placement
+from gsched.scheduler.policies.state import EPS, ClusterState, Placement
 from gsched.simulator.accounting import Accounting
 from gsched.simulator.colocation import BUILTIN, ColocationModel
 from gsched.simulator.load import LoadDeviation
@@ -119,6 +119,7 @@ class Simulation:
         self.released: list[int] = []  # node of every release, in order
         self.failed_at: dict[tuple, int] = {}  # group -> len(released) at its last miss
         self.victim_orders: dict[int, tuple] = {}  # find_victims' per-node cache
+        self.free_rows: dict[int, tuple[int, list[float]]] = {}  # see _free_row
 
     # ------------------------------------------------------------------ events
     def _push(self, t: float, kind: int, payload: object) -> None:
@@ -270,11 +271,28 @@ class Simulation:
         since = self.failed_at[key]
         if since == len(self.released):
             return False
-        nodes = np.fromiter(set(self.released[since:]), dtype=np.int64)
-        if self.state.fit_mask(job, self.policy.reservation(job), nodes).any():
+        st, reserve = self.state, self.policy.reservation(job)
+        fresh = set(self.released[since:])
+        if job.num_gpu:
+            # A necessary condition first, in plain Python over each node's few GPUs:
+            # enough GPUs with the free share the job reserves (fit_mask demands it too).
+            need, floor = job.num_gpu, reserve - EPS
+            if not any(sum(f >= floor for f in self._free_row(n)) >= need for n in fresh):
+                self.failed_at[key] = len(self.released)
+                return False
+        nodes = np.fromiter(fresh, dtype=np.int64)
+        if st.fit_mask(job, reserve, nodes).any():
             return True
         self.failed_at[key] = len(self.released)
         return False
+
+    def _free_row(self, n: int) -> list[float]:
+        """Node n's free share per GPU as Python floats, cached per node version."""
+        version = int(self.state.node_version[n])
+        hit = self.free_rows.get(n)
+        if hit is None or hit[0] != version:
+            hit = self.free_rows[n] = (version, self.state.free[n].tolist())
+        return hit[1]
 
     def _try_preempt(self, run: _Run) -> bool:
         job = run.job
