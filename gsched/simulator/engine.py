@@ -27,10 +27,11 @@ from pydantic import BaseModel, Field
 from gsched.models import DAY_SECONDS, Cluster, Job, Trace
 from gsched.scheduler.policies.policy import Policy, place
 from gsched.scheduler.policies.preemption import find_victims
-from gsched.scheduler.policies.state import EPS, ClusterState, Placement
+from gsched.scheduler.policies.state import ClusterState, Placement
 from gsched.simulator.accounting import Accounting
 from gsched.simulator.colocation import BUILTIN, ColocationModel
 from gsched.simulator.load import LoadDeviation
+from gsched.simulator.retry import RetryFilter
 
 FINISH, SLOT = 0, 1
 
@@ -111,15 +112,8 @@ class Simulation:
         self.warnings: list[str] = []
         self.uses_slots = type(policy).on_slot is not Policy.on_slot
         self.running_finite = 0
-        # Request-view policies (feasibility is the node's free resources, nothing else):
-        # a job that failed to fit can only fit on a node released since, so a retry
-        # looks at those nodes first and skips the full placement when none fits.
-        self.request_view = (type(policy).feasible is Policy.feasible
-                             and type(policy).filter is Policy.filter)
-        self.released: list[int] = []  # node of every release, in order
-        self.failed_at: dict[tuple, int] = {}  # group -> len(released) at its last miss
+        self.retry = RetryFilter(self.state, policy)  # skips retries certain to miss
         self.victim_orders: dict[int, tuple] = {}  # find_victims' per-node cache
-        self.free_rows: dict[int, tuple[int, list[float]]] = {}  # see _free_row
 
     # ------------------------------------------------------------------ events
     def _push(self, t: float, kind: int, payload: object) -> None:
@@ -164,8 +158,7 @@ class Simulation:
         n, gpus = r.placement.node, list(r.placement.gpus)
         before = self.acct.before_change(n, gpus)
         st.release(job.id)
-        if self.request_view:
-            self.released.append(n)
+        self.retry.note_release(n)
         if self.actual is not st.load and run.actual is not None:
             self.actual[n, gpus, :] -= run.actual
             empty = st.jobs_on_gpu[n, gpus] == 0
@@ -245,15 +238,14 @@ class Simulation:
                 if not run.waiting:  # started by preemption since it was queued
                     heapq.heappop(heap)
                     continue
-                if key in self.failed_at and not self._may_fit(key, run.job):
+                if not self.retry.may_fit(key, run.job):
                     break
                 self.state.now = self.now
                 decision = place(self.policy, self.state, run.job, explain=False)
                 if not isinstance(decision, Placement):
-                    if self.request_view:
-                        self.failed_at[key] = len(self.released)
+                    self.retry.note_miss(key)
                     break
-                self.failed_at.pop(key, None)
+                self.retry.note_fit(key)
                 heapq.heappop(heap)
                 self._dequeue(run)
                 self._start(run, decision)
@@ -261,38 +253,6 @@ class Simulation:
             if not heap:
                 del self.groups[key]
         return placed_any
-
-    def _may_fit(self, key: tuple, job: Job) -> bool:
-        """Could the group's head fit now? False only when certain (request view).
-
-        Since its last miss, nodes other than those released have only lost capacity,
-        so it suffices to test the released ones (usually one or two, not the cluster).
-        """
-        since = self.failed_at[key]
-        if since == len(self.released):
-            return False
-        st, reserve = self.state, self.policy.reservation(job)
-        fresh = set(self.released[since:])
-        if job.num_gpu:
-            # A necessary condition first, in plain Python over each node's few GPUs:
-            # enough GPUs with the free share the job reserves (fit_mask demands it too).
-            need, floor = job.num_gpu, reserve - EPS
-            if not any(sum(f >= floor for f in self._free_row(n)) >= need for n in fresh):
-                self.failed_at[key] = len(self.released)
-                return False
-        nodes = np.fromiter(fresh, dtype=np.int64)
-        if st.fit_mask(job, reserve, nodes).any():
-            return True
-        self.failed_at[key] = len(self.released)
-        return False
-
-    def _free_row(self, n: int) -> list[float]:
-        """Node n's free share per GPU as Python floats, cached per node version."""
-        version = int(self.state.node_version[n])
-        hit = self.free_rows.get(n)
-        if hit is None or hit[0] != version:
-            hit = self.free_rows[n] = (version, self.state.free[n].tolist())
-        return hit[1]
 
     def _try_preempt(self, run: _Run) -> bool:
         job = run.job
