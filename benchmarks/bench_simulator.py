@@ -99,21 +99,25 @@ def bench_synthetic(sizes: list[int], policies: list[str]) -> None:
                         for i in range(nodes)])
     print(f"\n### Synthetic replay on {nodes} nodes / {cl.total_gpus:,} GPUs "
           "(20,000 jobs a day, 20% inference)\n")
-    print("| jobs | policy | generate (s) | wall (s) | events | events/s | "
+    print("| jobs | policy | generate (s) | wall (s) | CPU (s) | load avg | events | events/s | "
           "time per job vs smallest run | mean GPU utilisation |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     base: dict[str, float] = {}
     for n in sizes:
         t0 = time.perf_counter()
         tr = generate(SyntheticSpec(jobs=n, jobs_per_day=20_000, seed=0))
         gen = time.perf_counter() - t0
         for name in policies:
+            cpu0 = time.process_time()
             r = simulate(tr, cl, make_policy(name, PolicyConfig(workload=tr.jobs)))
+            cpu = time.process_time() - cpu0
             f = r.figures
             per_job = f["wall_seconds"] / n
             base.setdefault(name, per_job)
-            print(f"| {n:,} | {name} | {gen:.1f} | {f['wall_seconds']:.1f} | "
-                  f"{f['events']:,} | {f['events_per_second']:,.0f} | "
+            # CPU time and the machine's load beside wall time: on a shared machine the
+            # wall clock also counts other people's work.
+            print(f"| {n:,} | {name} | {gen:.1f} | {f['wall_seconds']:.1f} | {cpu:.1f} | "
+                  f"{os.getloadavg()[0]:.1f} | {f['events']:,} | {f['events_per_second']:,.0f} | "
                   f"{per_job / base[name]:.2f}x | {f['mean_gpu_utilization']:.1%} |", flush=True)
 
 

@@ -94,7 +94,8 @@ class Accounting:
         self.occupied_now += o1 - o0
         self.cost_rate += (p1 - p0) / 3600.0
         self.util_by_slot += u1 - u0
-        self.over_by_slot += r1 - r0
+        if r1 is not self._zeros or r0 is not self._zeros:  # no inference: nothing changes
+            self.over_by_slot += r1 - r0
         self.peak_occupied = max(self.peak_occupied, self.occupied_now)
 
     def advance(self, t: float) -> None:

@@ -31,6 +31,7 @@ from gsched.scheduler.policies.state import ClusterState, Placement
 from gsched.simulator.accounting import Accounting
 from gsched.simulator.colocation import BUILTIN, ColocationModel
 from gsched.simulator.load import LoadDeviation
+from gsched.simulator.retry import RetryFilter
 
 FINISH, SLOT = 0, 1
 
@@ -96,7 +97,9 @@ class Simulation:
         self.heap: list[tuple[float, int, int, object]] = []
         self.seq = 0
         self.runs: dict[str, _Run] = {}
-        self.on_gpu: dict[tuple[int, int], set[str]] = {}
+        # Jobs per GPU as insertion-ordered dicts, not sets: string hashing differs per
+        # process, and the order jobs are re-rated in orders their finish events.
+        self.on_gpu: dict[tuple[int, int], dict[str, None]] = {}
         self.groups: dict[tuple, list[tuple[tuple, int, _Run]]] = {}
         self.dirty_groups: set[tuple] = set()
         self.queued = 0
@@ -104,6 +107,7 @@ class Simulation:
         self.events = 0
         # outcomes
         self.queue_delays: list[float] = []
+        self.training_queue_delays: list[float] = []
         self.jcts: list[float] = []
         self.completed = {"training": 0, "inference": 0}
         self.last_training_end: float | None = None
@@ -115,6 +119,8 @@ class Simulation:
         self.uses_slots = type(policy).on_slot is not Policy.on_slot
         self.running_finite = 0
         self.placements: list[tuple[float, str, str, str, tuple[int, ...]]] = []
+        self.retry = RetryFilter(self.state, policy)  # skips retries certain to miss
+        self.victim_orders: dict[int, tuple] = {}  # find_victims' per-node cache
 
     # ------------------------------------------------------------------ events
     def _push(self, t: float, kind: int, payload: object) -> None:
@@ -144,10 +150,12 @@ class Simulation:
         if run.first_start is None:
             run.first_start = self.now
             self.queue_delays.append(self.now - job.submit_time)
+            if job.kind == "training":
+                self.training_queue_delays.append(self.now - job.submit_time)
         run.run_start = self.now
         run.last_update = self.now
         for g in gpus:
-            self.on_gpu.setdefault((n, g), set()).add(job.id)
+            self.on_gpu.setdefault((n, g), {})[job.id] = None
         self._update_rates(n, gpus, exclude=job.id)
         run.rate = self._rate_of(job) if job.kind == "training" else 1.0
         self._schedule_finish(run)
@@ -163,6 +171,7 @@ class Simulation:
         if self.config.record_placements:
             self.placements.append((self.now, "stop", job.id, st.node_names[n],
                                     tuple(gpus)))
+        self.retry.note_release(n)
         if self.actual is not st.load and run.actual is not None:
             self.actual[n, gpus, :] -= run.actual
             empty = st.jobs_on_gpu[n, gpus] == 0
@@ -170,7 +179,7 @@ class Simulation:
                 self.actual[n, np.array(gpus)[empty], :] = 0.0
         self.acct.after_change(n, gpus, before)
         for g in gpus:
-            self.on_gpu[(n, g)].discard(job.id)
+            self.on_gpu[(n, g)].pop(job.id, None)
         self._progress(run)
         run.version += 1  # invalidates its pending finish
         if math.isfinite(run.remaining):
@@ -195,9 +204,9 @@ class Simulation:
 
     def _update_rates(self, n: int, gpus: list[int], exclude: str | None = None) -> None:
         """Re-rate the training jobs on these GPUs after a neighbour came or went."""
-        ids: set[str] = set()
+        ids: dict[str, None] = {}
         for g in gpus:
-            ids |= self.on_gpu.get((n, g), set())
+            ids.update(self.on_gpu.get((n, g), {}))
         for jid in ids:
             run = self.runs[jid]
             if jid == exclude or run.job.kind != "training":
@@ -242,10 +251,14 @@ class Simulation:
                 if not run.waiting:  # started by preemption since it was queued
                     heapq.heappop(heap)
                     continue
+                if not self.retry.may_fit(key, run.job):
+                    break
                 self.state.now = self.now
                 decision = place(self.policy, self.state, run.job, explain=False)
                 if not isinstance(decision, Placement):
+                    self.retry.note_miss(key)
                     break
+                self.retry.note_fit(key)
                 heapq.heappop(heap)
                 self._dequeue(run)
                 self._start(run, decision)
@@ -259,7 +272,7 @@ class Simulation:
         if not self.config.preemption or job.preemptible or job.num_gpu == 0:
             return False
         found = find_victims(self.policy, self.state, job,
-                             lambda j: self.runs[j].run_start)
+                             lambda j: self.runs[j].run_start, self.victim_orders)
         if found is None:
             return False
         node, victims = found
@@ -424,6 +437,7 @@ class Simulation:
             "queue_delay_p50_s": _pct(self.queue_delays, 50),
             "queue_delay_p95_s": _pct(self.queue_delays, 95),
             "queue_delay_p99_s": _pct(self.queue_delays, 99),
+            "training_queue_delay_p95_s": _pct(self.training_queue_delays, 95),
             "jct_mean_s": float(np.mean(self.jcts)) if self.jcts else None,
             "jct_p95_s": _pct(self.jcts, 95),
             "makespan_s": (self.last_training_end - start) if self.last_training_end else None,

@@ -36,6 +36,7 @@ def test_queueing_jct_makespan_and_cost_by_hand():
     assert f["completed_training_jobs"] == 3
     assert f["queue_delay_p50_s"] == 0
     assert f["queue_delay_p99_s"] == pytest.approx(np.percentile([0, 0, 3600], 99))
+    assert f["training_queue_delay_p95_s"] == pytest.approx(np.percentile([0, 0, 3600], 95))
     assert f["jct_mean_s"] == pytest.approx((3600 + 5400 + 1200) / 3)
     assert f["makespan_s"] == pytest.approx(5400)
     busy = 600 * 1 + 1200 * 2 + 1800 * 1 + 1800 * 2  # GPU-seconds occupied

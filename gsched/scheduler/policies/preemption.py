@@ -36,10 +36,14 @@ def _uses_request_view(policy: Policy) -> bool:
 
 
 def find_victims(policy: Policy, state: ClusterState, job: Job,
-                 started: Callable[[str], float]) -> tuple[int, list[str]] | None:
+                 started: Callable[[str], float],
+                 orders: dict[int, tuple] | None = None) -> tuple[int, list[str]] | None:
     """The node and victims (in eviction order) that make `job` fit, or None.
 
-    The state is left as it was: this only decides, the caller evicts.
+    The state is left as it was: this only decides, the caller evicts. A driver whose
+    `started` times change only when a job starts (and so bumps its node's version) may
+    pass a dict in `orders`, kept between calls: each node's victim order is then
+    computed once per node version and priority, not on every call.
     """
     if not job.num_gpu:
         return None
@@ -57,12 +61,31 @@ def find_victims(policy: Policy, state: ClusterState, job: Job,
     nodes = nodes[np.argsort(-evictable, kind="stable")]
     limit = MAX_CANDIDATE_NODES if request_view else MAX_GENERIC_CANDIDATES
     best: tuple[tuple, int, list[str]] | None = None
+    running = state.running
     for n in nodes[:limit]:
         n = int(n)
-        order = sorted((j for j in state.node_jobs[n]
-                        if state.running[j].job.preemptible
-                        and state.running[j].job.priority < job.priority),
-                       key=lambda j: victim_order(state.running[j].job, started(j)))
+        version = int(state.node_version[n])
+        cached = orders.get(n) if orders is not None else None
+        if cached is not None and cached[:2] == (version, job.priority):
+            keyed = cached[2]
+        else:
+            keyed = sorted((victim_order(running[j].job, started(j)), i, j)
+                           for i, j in enumerate(state.node_jobs[n])
+                           if running[j].job.preemptible
+                           and running[j].job.priority < job.priority)
+            if orders is not None:
+                orders[n] = (version, job.priority, keyed)
+        if not keyed:
+            continue
+        if best is not None and best[0][0] == 1:
+            # Only one victim can still win: the node's first, if it loses less than the
+            # best so far (or as much, on a lower node). No need to try the rest.
+            first = keyed[0][2]
+            if (running[first].job.gpu_request, n) >= best[0][1:]:
+                continue
+            order = [first]
+        else:
+            order = [j for _, _, j in keyed]
         chosen = (_victims_on_row(state, job, reserve, n, order) if request_view
                   else _victims_by_policy(policy, state, job, n, order))
         if chosen is not None:

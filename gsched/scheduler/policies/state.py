@@ -172,17 +172,30 @@ class ClusterState:
             mask = self._static[key] = self.static_fit(job)
         return mask
 
-    def fit_mask(self, job: Job, reserve: float) -> np.ndarray:
-        """Nodes that can take the job now: `fit_reasons(...) == 0`, computed faster."""
-        mask = self.static_mask(job).copy()
+    def fit_mask(self, job: Job, reserve: float, nodes: np.ndarray | None = None) -> np.ndarray:
+        """Nodes that can take the job now: `fit_reasons(...) == 0`, computed faster.
+
+        With `nodes` (indices), only those rows, in that order: a driver that knows which
+        nodes changed since a job last failed to fit asks about those alone.
+        """
+        if nodes is None:
+            mask = self.static_mask(job).copy()
+            cpu_free, mem_free, free, gmem = self.cpu_free, self.mem_free, self.free, \
+                self.gpu_mem_free
+            cpu_unl, mem_unl = self.cpu_unlimited, self.mem_unlimited
+        else:
+            mask = self.static_mask(job)[nodes]
+            cpu_free, mem_free, free, gmem = (self.cpu_free[nodes], self.mem_free[nodes],
+                                              self.free[nodes], self.gpu_mem_free[nodes])
+            cpu_unl, mem_unl = self.cpu_unlimited[nodes], self.mem_unlimited[nodes]
         if job.cpu_milli:
-            mask &= self.cpu_unlimited | (self.cpu_free >= job.cpu_milli - EPS)
+            mask &= cpu_unl | (cpu_free >= job.cpu_milli - EPS)
         if job.memory_mib:
-            mask &= self.mem_unlimited | (self.mem_free >= job.memory_mib - EPS)
+            mask &= mem_unl | (mem_free >= job.memory_mib - EPS)
         if job.num_gpu:
-            ok = self.free >= reserve - EPS
+            ok = free >= reserve - EPS
             if job.gpu_mem_mib:
-                ok &= self.gpu_mem_free >= job.gpu_mem_mib
+                ok &= gmem >= job.gpu_mem_mib
             if job.num_gpu == 1:
                 mask &= ok.any(axis=1)
             else:
@@ -226,19 +239,21 @@ class ClusterState:
             raise ValueError(f"job {job.id} is already placed")
         if load is None:
             load = job.load_profile(self.slots) if job.num_gpu else np.zeros(self.slots)
-        n, gpus = placement.node, list(placement.gpus)
+        n, gpus = placement.node, placement.gpus
         if gpus:
-            self.free[n, gpus] -= placement.reserved
-            self.gpu_mem_free[n, gpus] -= job.gpu_mem_mib
-            self.load[n, gpus, :] += load
+            # One GPU (most jobs): a plain index updates views in place, no fancy indexing.
+            g = gpus[0] if len(gpus) == 1 else list(gpus)
+            self.free[n, g] -= placement.reserved
+            self.gpu_mem_free[n, g] -= job.gpu_mem_mib
+            self.load[n, g] += load
             if job.preemptible:
-                self.preemptible_load[n, gpus, :] += load
-                self.preemptible_reserved[n, gpus] += placement.reserved
-            self.jobs_on_gpu[n, gpus] += 1
+                self.preemptible_load[n, g] += load
+                self.preemptible_reserved[n, g] += placement.reserved
+            self.jobs_on_gpu[n, g] += 1
             if job.kind == "inference":
-                self.inference_on_gpu[n, gpus] += 1
+                self.inference_on_gpu[n, g] += 1
                 if job.profile is not None:
-                    self.forecast_on_gpu[n, gpus] += 1
+                    self.forecast_on_gpu[n, g] += 1
         self.cpu_free[n] -= job.cpu_milli
         self.mem_free[n] -= job.memory_mib
         self.node_version[n] += 1
@@ -248,30 +263,38 @@ class ClusterState:
     def release(self, job_id: str) -> Running:
         """Undo a placement; returns what was released."""
         r = self.running.pop(job_id)
-        n, gpus = r.placement.node, list(r.placement.gpus)
+        n, gpus = r.placement.node, r.placement.gpus
         del self.node_jobs[n][job_id]
         if gpus:
-            self.free[n, gpus] += r.placement.reserved
-            self.gpu_mem_free[n, gpus] += r.job.gpu_mem_mib
-            self.load[n, gpus, :] -= r.load
+            g = gpus[0] if len(gpus) == 1 else list(gpus)
+            self.free[n, g] += r.placement.reserved
+            self.gpu_mem_free[n, g] += r.job.gpu_mem_mib
+            self.load[n, g] -= r.load
             if r.job.preemptible:
-                self.preemptible_load[n, gpus, :] -= r.load
-                self.preemptible_reserved[n, gpus] -= r.placement.reserved
-            self.jobs_on_gpu[n, gpus] -= 1
+                self.preemptible_load[n, g] -= r.load
+                self.preemptible_reserved[n, g] -= r.placement.reserved
+            self.jobs_on_gpu[n, g] -= 1
             if r.job.kind == "inference":
-                self.inference_on_gpu[n, gpus] -= 1
+                self.inference_on_gpu[n, g] -= 1
                 if r.job.profile is not None:
-                    self.forecast_on_gpu[n, gpus] -= 1
+                    self.forecast_on_gpu[n, g] -= 1
             # Snap float dust back so an empty GPU is exactly empty.
-            empty = self.jobs_on_gpu[n, gpus] == 0
-            if empty.any():
-                idx = np.array(gpus)[empty]
-                self.free[n, idx] = 1.0
-                self.gpu_mem_free[n, idx] = self.gpu_mem_total[n]
-                self.load[n, idx, :] = 0.0
-                self.preemptible_load[n, idx, :] = 0.0
-                self.preemptible_reserved[n, idx] = 0.0
+            if len(gpus) == 1:
+                if self.jobs_on_gpu[n, g] == 0:
+                    self._reset_gpus(n, g)
+            else:
+                empty = np.array(gpus)[self.jobs_on_gpu[n, g] == 0]
+                if len(empty):
+                    self._reset_gpus(n, empty)
         self.cpu_free[n] += r.job.cpu_milli
         self.mem_free[n] += r.job.memory_mib
         self.node_version[n] += 1
         return r
+
+    def _reset_gpus(self, n: int, idx: int | np.ndarray) -> None:
+        """Snap emptied GPUs back to exactly empty (no float dust from += / -=)."""
+        self.free[n, idx] = 1.0
+        self.gpu_mem_free[n, idx] = self.gpu_mem_total[n]
+        self.load[n, idx] = 0.0
+        self.preemptible_load[n, idx] = 0.0
+        self.preemptible_reserved[n, idx] = 0.0

@@ -1,0 +1,67 @@
+"""Which waiting groups are worth retrying: the simulator's shortcut for queue passes.
+
+After a finish the engine retries every waiting group (jobs that fit the same places).
+For request-view policies (feasibility is a node's free resources and nothing else, as
+for every policy but `tidal`) a group whose head missed can only fit on a node released
+since: every other node has only lost capacity. So a retry first looks at those nodes
+(usually one or two, not the cluster), and the full placement runs only when one fits.
+The shortcut never changes an answer; it only skips placements certain to miss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gsched.models import Job
+from gsched.scheduler.policies.policy import Policy
+from gsched.scheduler.policies.state import EPS, ClusterState
+
+
+class RetryFilter:
+    """Misses per group and releases per node, for one simulation."""
+
+    def __init__(self, state: ClusterState, policy: Policy) -> None:
+        self.state, self.policy = state, policy
+        self.active = (type(policy).feasible is Policy.feasible
+                       and type(policy).filter is Policy.filter)
+        self.released: list[int] = []  # node of every release, in order
+        self.missed_at: dict[tuple, int] = {}  # group -> len(released) at its last miss
+        self.free_rows: dict[int, tuple[int, list[float]]] = {}
+
+    def note_release(self, node: int) -> None:
+        if self.active:
+            self.released.append(node)
+
+    def note_miss(self, key: tuple) -> None:
+        if self.active:
+            self.missed_at[key] = len(self.released)
+
+    def note_fit(self, key: tuple) -> None:
+        self.missed_at.pop(key, None)
+
+    def may_fit(self, key: tuple, job: Job) -> bool:
+        """Could the group's head fit now? False only when certain."""
+        since = self.missed_at.get(key)
+        if since is None:
+            return True
+        if since == len(self.released):
+            return False
+        reserve = self.policy.reservation(job)
+        fresh = set(self.released[since:])
+        self.missed_at[key] = len(self.released)
+        if job.num_gpu:
+            # A necessary condition first, in plain Python over each node's few GPUs:
+            # enough GPUs with the free share the job reserves (fit_mask demands it too).
+            need, floor = job.num_gpu, reserve - EPS
+            if not any(sum(f >= floor for f in self._free_row(n)) >= need for n in fresh):
+                return False
+        nodes = np.fromiter(fresh, dtype=np.int64)
+        return bool(self.state.fit_mask(job, reserve, nodes).any())
+
+    def _free_row(self, n: int) -> list[float]:
+        """Node n's free share per GPU as Python floats, cached per node version."""
+        version = int(self.state.node_version[n])
+        hit = self.free_rows.get(n)
+        if hit is None or hit[0] != version:
+            hit = self.free_rows[n] = (version, self.state.free[n].tolist())
+        return hit[1]
