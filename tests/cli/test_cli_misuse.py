@@ -28,7 +28,8 @@ CLUSTER = "nodes:\n  - {name: a100, count: 2, gpu_count: 8, gpu_model: A100}\n"
 # (command line, a substring the error line must contain). {port} is a port in use.
 CASES: list[tuple[str, str]] = [
     # the command tree itself
-    ("", "missing command: one of agent, demo, pack, serve, simulate, profiles, trace"),
+    ("", "missing command: one of agent, capacity, demo, pack, serve, simulate, sweep, "
+         "profiles, trace"),
     ("trace", "missing command: one of build, generate, inspect"),
     ("nope", "No such command 'nope'"),
     ("--nope", "No such option: --nope"),
@@ -45,6 +46,11 @@ CASES: list[tuple[str, str]] = [
     ("trace build --out x.csv --days 0 --inference-services 0 --training-jobs 0",
      "field '--days'"),
     ("trace generate --out x.csv --days 5000", "past the limit of 3,650 days"),
+    # capacity and sweep
+    ("capacity", "Missing argument 'TRACE'"),
+    ("capacity t.csv --queue-p95 abc", "field '--queue-p95': expected a duration"),
+    ("sweep", "Missing argument 'GRID'"),
+    ("sweep no-such-grid.yaml", "no-such-grid.yaml: cannot read grid file"),
     # profiles
     ("profiles", "missing command: one of learn"),
     ("profiles learn", "Missing option '--prometheus'"),
