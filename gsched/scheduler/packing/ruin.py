@@ -81,10 +81,8 @@ def ruin_recreate(prob: PackProblem, pk: Packing, budget: Budget, rng: np.random
         before = pk.cost(), int(used.sum())
         old = {i: pk.where[i] for i in items}
         delta: dict[int, int] = {}
-        mdelta: dict[int, int] = {}
         for i in items:
             g = old[i][0]
-            mdelta[g] = mdelta.get(g, 0) - int(prob.mem[i])
             pk.take(i)
             gpu_area[g] -= area[i]
             delta[g] = delta.get(g, 0) - int(area[i])
@@ -123,21 +121,16 @@ def ruin_recreate(prob: PackProblem, pk: Packing, budget: Budget, rng: np.random
             pk.put(i, (g,))
             gpu_area[g] += area[i]
             delta[g] = delta.get(g, 0) + int(area[i])
-            mdelta[g] = mdelta.get(g, 0) + int(prob.mem[i])
         placed = [i for i in items if pk.where[i] is not None]
         if ok:
             after_key = pk.cost(), int(pk.used().sum())
             region = np.array(sorted(delta), dtype=np.int64)
             now = gpu_area[region] / full
             was = (gpu_area[region] - np.array([delta[g] for g in region])) / full
-            gain = float((now ** 2).sum() - (was ** 2).sum())
-            if MEM_WEIGHT:  # memory binds too: concentrate it as well
-                mnow = (prob.gpu_mem[region] - pk.mem_free[region]) / prob.gpu_mem[region]
-                mwas = mnow - np.array([mdelta.get(int(g), 0) for g in region]
-                                       ) / prob.gpu_mem[region]
-                gain += MEM_WEIGHT * float((mnow ** 2).sum() - (mwas ** 2).sum())
             keep = after_key < before or (after_key == before
-                                          and (gain >= -1e-12 or rng.random() < walk))
+                                          and (float((now ** 2).sum())
+                                               >= float((was ** 2).sum()) - 1e-12
+                                               or rng.random() < walk))
             if keep:
                 emptied += before[1] - after_key[1]
                 continue
