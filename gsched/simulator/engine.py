@@ -30,9 +30,11 @@ from gsched.scheduler.policies.preemption import find_victims
 from gsched.scheduler.policies.state import ClusterState, Placement
 from gsched.simulator.accounting import Accounting
 from gsched.simulator.colocation import BUILTIN, ColocationModel
+from gsched.simulator.guard import GuardConfig, training_figures
 from gsched.simulator.load import LoadDeviation
+from gsched.simulator.loop import make_hooks
 
-FINISH, SLOT = 0, 1
+FINISH, SLOT, HOOK = 0, 1, 2
 
 
 class SimConfig(BaseModel):
@@ -45,6 +47,10 @@ class SimConfig(BaseModel):
     preemption: bool = True
     until_s: float | None = Field(default=None, gt=0, description="stop the clock here")
     deviation: LoadDeviation = Field(default_factory=LoadDeviation)
+    # the tidal loop (issue 13; simulator/loop.py): load guard, promised window, re-plans
+    guard: GuardConfig | None = None
+    replan_every_s: float | None = Field(default=None, gt=0,
+                                         description="re-plan with CP-SAT this often")
 
 
 @dataclass
@@ -108,6 +114,7 @@ class Simulation:
         self.warnings: list[str] = []
         self.uses_slots = type(policy).on_slot is not Policy.on_slot
         self.running_finite = 0
+        self.hooks = make_hooks(self)  # the tidal loop: guard reports, re-plans
 
     # ------------------------------------------------------------------ events
     def _push(self, t: float, kind: int, payload: object) -> None:
@@ -295,6 +302,8 @@ class Simulation:
         if self.uses_slots:
             slot_len = self.state.slot_seconds
             self._push((math.floor(start / slot_len) + 1) * slot_len, SLOT, None)
+        for k, hook in enumerate(self.hooks):
+            self._push(hook.first_time(start), HOOK, k)
         idle_slots = 0
         tick = 0
         while True:
@@ -327,12 +336,17 @@ class Simulation:
                     self._stop(run)
                     self._complete(run)
                     freed = True
+                elif kind == HOOK:  # the tidal loop: guard reports, re-plans
+                    hook = self.hooks[payload]
+                    freed |= hook.fire(self, t)
+                    self._push(hook.next_time(t), HOOK, payload)
                 else:
                     slot_event = True
                     slot = int((t % DAY_SECONDS) // self.state.slot_seconds)
                     for jid in self.policy.on_slot(self.state, slot, t):
                         run = self.runs.get(jid)
-                        if run is not None and jid in self.state.running and run.job.preemptible:
+                        if (run is not None and jid in self.state.running and run.job.preemptible
+                                and all(h.may_move(run, t) for h in self.hooks)):
                             self._evict(run, planned=True)
                             freed = True
                     self._push(t + self.state.slot_seconds, SLOT, None)
@@ -425,6 +439,9 @@ class Simulation:
             "wall_seconds": wall,
             "events_per_second": self.events / wall if wall > 0 else None,
         }
+        figures |= training_figures(self)
+        for hook in self.hooks:
+            figures |= hook.figures()
         warnings = list(self.warnings)
         if self.unschedulable:
             shown = ", ".join(self.unschedulable[:5])
