@@ -49,6 +49,14 @@ def simulate_cmd(
                                                        "during a surge window.")] = 0.0,
     surge_start_slot: Annotated[int, typer.Option(min=0)] = 0,
     surge_slots: Annotated[int, typer.Option(min=0)] = 0,
+    replan_every: Annotated[float | None, typer.Option(
+        min=60.0, help="The tidal loop: re-plan running and queued work with CP-SAT this "
+                       "often (seconds); tidal follows the plan.")] = None,
+    guard: Annotated[bool, typer.Option(help="The tidal loop: evict training from GPUs whose "
+                                             "measured load is over the safe line.")] = False,
+    report_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between agent "
+                                                   "reports (the guard's reaction time).")]
+    = 10.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")]
     = False,
 ) -> None:
@@ -56,6 +64,7 @@ def simulate_cmd(
     from gsched.scheduler.policies.policy import PolicyConfig
     from gsched.scheduler.policies.registry import policy_names
     from gsched.simulator.engine import SimConfig
+    from gsched.simulator.guard import GuardConfig
     from gsched.simulator.load import LoadDeviation
     from gsched.simulator.report import plot_timelines, print_table, write_json
     from gsched.simulator.run import run_comparison
@@ -76,7 +85,9 @@ def simulate_cmd(
                     restart_overhead_s=restart_overhead, until_s=until,
                     deviation=LoadDeviation(noise=noise, shift_slots=shift_slots, surge=surge,
                                             surge_start_slot=surge_start_slot,
-                                            surge_slots=surge_slots))
+                                            surge_slots=surge_slots),
+                    guard=GuardConfig(report_interval_s=report_interval) if guard else None,
+                    replan_every_s=replan_every)
     # Wide enough for the table when output is piped (rich falls back to 80 columns).
     console = Console(width=max(Console().width, 34 + 14 * len(names)))
     err = Console(stderr=True, soft_wrap=True)

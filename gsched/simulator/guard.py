@@ -136,14 +136,17 @@ class Guard:
 
 
 def training_figures(sim: Simulation) -> dict[str, float | int | None]:
-    """Evictions per training job and GPU-hours lost against training GPU-hours done."""
+    """Evictions per training job, GPU-hours lost against training GPU-hours done (at
+    the last event), and the training jobs' own queueing delay (inference excluded)."""
     started = 0
     work_s = 0.0
+    waits = []
     for run in sim.runs.values():
         job = run.job
         if job.kind != "training" or run.first_start is None:
             continue
         started += 1
+        waits.append(run.first_start - job.submit_time)
         if job.duration is not None:
             done = job.duration if job.id not in sim.state.running and not run.waiting \
                 else max(job.duration - run.remaining, 0.0)
@@ -153,4 +156,5 @@ def training_figures(sim: Simulation) -> dict[str, float | int | None]:
         "evictions_per_training_job": (sim.preemptions / started) if started else None,
         "training_gpu_hours": work_s / 3600.0,
         "gpu_hours_lost_share": (lost / work_s) if work_s > 0 else None,
+        "training_queue_delay_p95_s": float(np.percentile(waits, 95)) if waits else None,
     }
