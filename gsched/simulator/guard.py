@@ -39,9 +39,9 @@ class GuardConfig(BaseModel):
 
     report_interval_s: float = Field(default=10.0, gt=0,
                                      description="seconds between agent reports")
-    safe_line: float = Field(default=0.98, gt=0, le=1.5,
+    safe_line: float = Field(default=1.0, gt=0, le=1.5,
                              description="measured load above which training is evicted "
-                                         "(above the policies' usable capacity, 1 - headroom)")
+                                         "(at or above the policies' usable capacity)")
     recede_line: float = Field(default=0.9, gt=0, le=1.5,
                                description="a closed GPU reopens below this measured load")
     promise_s: float = Field(default=3600.0, ge=0,
