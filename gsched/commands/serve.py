@@ -66,6 +66,11 @@ def serve_cmd(
         help="The leader evicts preemptible training pods the policy wants moved out before "
              "a predicted peak (tidal), so their controller recreates them elsewhere.")]
     = True,
+    guard: Annotated[bool, typer.Option(
+        help="Load guard: a GPU whose reported load is over --guard-safe-line is closed to "
+             "new work until it recedes, and the leader evicts its training pods.")] = True,
+    guard_safe_line: Annotated[float, typer.Option(
+        min=0.05, max=1.0, help="Measured utilisation over which the guard acts.")] = 0.95,
     history_resolution: Annotated[float, typer.Option(
         min=0.0, help="Seconds per stored usage row per series (mean of the samples in it); "
                       "0 stores every sample. 15-minute profiles need no finer than 60.")]
@@ -107,6 +112,7 @@ def serve_cmd(
     store = Store(db)
     history = UsageHistory(db, resolution_s=history_resolution)
     stoppers: list = []
+    evictor = None  # the Eviction API, in Kubernetes mode (the load guard's hand)
 
     if cluster is not None:
         from gsched.scheduler.extender.leader import StaticLeader
@@ -135,6 +141,7 @@ def serve_cmd(
 
         api = load_kube_config(str(kubeconfig) if kubeconfig else None)
         core = client.CoreV1Api(api)
+        evictor = pod_evictor(core)
         name = identity or os.environ.get("POD_NAME") or socket.gethostname()
         elector = LeaderElector(client.CoordinationV1Api(api), lease_namespace, lease_name,
                                 name, metrics=metrics,
@@ -153,7 +160,15 @@ def serve_cmd(
             stoppers.insert(0, planner.stop)
         mode = f"Kubernetes ({len(sync.nodes)} GPU nodes), replica {name}"
 
-    ingest = IngestService(history, metrics, token, on_profiles=ext.set_profiles)
+    on_report = None
+    if guard:  # the tidal loop's load guard (extender/guard.py)
+        from gsched.scheduler.extender.guard import LoadGuard
+
+        on_report = LoadGuard(ext, evictor, is_leader=ext.is_leader,
+                              safe_line=guard_safe_line,
+                              recede_line=min(0.85, guard_safe_line)).on_report
+    ingest = IngestService(history, metrics, token, on_profiles=ext.set_profiles,
+                           on_report=on_report)
     ingest.start()
     stoppers.insert(0, ingest.stop)
     config = ServerConfig(host=host, port=port, prefix=prefix, token=token, tls_cert=tls_cert,
