@@ -185,11 +185,11 @@ def verdict(rows: dict[str, dict], exact: bool, row: str = "tidal-loop") -> str:
     plan_vs = tp["cost_per_experiment"] / base["cost_per_experiment"] - 1
     need = -0.15 if exact else -0.10
     return (f"{row} vs peak: cost {vs_peak:+.1%} (target <= {need:.0%}), risk "
-            f"{t['slo_risk_slot_minutes']:,.0f} vs {p['slo_risk_slot_minutes']:,.0f} "
+            f"{t['slo_risk_slot_minutes']:,.1f} vs {p['slo_risk_slot_minutes']:,.1f} "
             f"({'<=' if t['slo_risk_slot_minutes'] <= p['slo_risk_slot_minutes'] else '>'}); "
             f"vs fgd: cost {vs_fgd:+.1%} (target <= -20%); +plan vs online: cost "
-            f"{plan_vs:+.1%}, risk {tp['slo_risk_slot_minutes']:,.0f} vs "
-            f"{base['slo_risk_slot_minutes']:,.0f}")
+            f"{plan_vs:+.1%}, risk {tp['slo_risk_slot_minutes']:,.1f} vs "
+            f"{base['slo_risk_slot_minutes']:,.1f}")
 
 
 def scoreboard(quick: bool = False, replan_every: float = 7200.0,

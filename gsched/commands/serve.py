@@ -66,6 +66,10 @@ def serve_cmd(
         help="The leader evicts preemptible training pods the policy wants moved out before "
              "a predicted peak (tidal), so their controller recreates them elsewhere.")]
     = True,
+    replan_every: Annotated[float, typer.Option(
+        min=0.0, help="Kubernetes mode: the leader re-plans running and pending pods with "
+                      "CP-SAT this often (seconds; 0: never), moving training within a "
+                      "budget; tidal follows the plan.")] = 900.0,
     guard: Annotated[bool, typer.Option(
         help="Load guard: a GPU whose reported load is over --guard-safe-line is closed to "
              "new work until it recedes, and the leader evicts its training pods.")] = True,
@@ -158,6 +162,13 @@ def serve_cmd(
         if move_training:
             planner = Planner(ext, pod_evictor(core), is_leader=elector.is_leader).start()
             stoppers.insert(0, planner.stop)
+        if replan_every > 0 and pol.profile_aware:
+            from gsched.scheduler.extender.replanner import LeaderReplanner
+
+            replanner = LeaderReplanner(ext, evictor if move_training else None,
+                                        is_leader=elector.is_leader,
+                                        every_s=replan_every).start()
+            stoppers.insert(0, replanner.stop)
         mode = f"Kubernetes ({len(sync.nodes)} GPU nodes), replica {name}"
 
     on_report = None

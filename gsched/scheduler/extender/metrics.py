@@ -88,5 +88,13 @@ class SchedulerMetrics:
             "gsched_guard_blocked_gpus",
             "GPUs the load guard has closed to new work until their load recedes.",
             registry=r)
+        # the tidal loop's re-plans (extender/replanner.py)
+        self.replans = Counter(
+            "gsched_replans_total", "CP-SAT re-plans of running and pending pods, by outcome.",
+            ["outcome"], registry=r)
+        self.replan_moves = Counter(
+            "gsched_replan_moves_total",
+            "Training pods moved (evicted to be re-placed) because a re-plan moved them.",
+            registry=r)
         self.leader = Gauge(
             "gsched_leader", "1 if this replica holds the leader lease, else 0.", registry=r)

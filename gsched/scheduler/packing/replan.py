@@ -51,6 +51,7 @@ class Replan:
     planned_queued: int = 0
     dropped_queued: int = 0
     gpus: int = 0
+    gap: float = 0.0  # the plan's GPUs against its lower bound (0 = proven optimal)
     seconds: float = 0.0
     status: str = "ok"
 
@@ -125,6 +126,7 @@ def replan(running: Sequence[WorkItem], queued: Sequence[WorkItem], cluster: Clu
         out.planned_queued = take
         out.dropped_queued = len(queued) - take
         out.gpus = int(plan.gpus_used)
+        out.gap = float(plan.gap)
         break
     else:
         out.status = "infeasible"
