@@ -346,7 +346,7 @@ class Simulation:
                     for jid in self.policy.on_slot(self.state, slot, t):
                         run = self.runs.get(jid)
                         if (run is not None and jid in self.state.running and run.job.preemptible
-                                and all(h.may_move(run, t) for h in self.hooks)):
+                                and all(h.may_move(self, run, t) for h in self.hooks)):
                             self._evict(run, planned=True)
                             freed = True
                     self._push(t + self.state.slot_seconds, SLOT, None)

@@ -122,10 +122,17 @@ class Guard:
     def _actual_of(sim: Simulation, run: _Run) -> np.ndarray:
         return run.actual if run.actual is not None else sim.state.running[run.job.id].load
 
-    def may_move(self, run: _Run, now: float) -> bool:
-        """A planned move of a promised job waits until its window has run out."""
+    def may_move(self, sim: Simulation, run: _Run, now: float) -> bool:
+        """A planned move of a promised job waits until its window has run out, unless
+        its GPUs' load is over the safe line now: then the guard would evict it at the
+        next report anyway, and a planned checkpoint loses less than an eviction."""
         if run.job.kind != "training" or now - run.run_start >= self.config.promise_s:
             return True
+        r = sim.state.running.get(run.job.id)
+        if r is not None and r.placement.gpus:
+            meas = self.measured(sim)[r.placement.node, list(r.placement.gpus)]
+            if (meas > self.config.safe_line + EPS).any():
+                return True
         self.deferred_moves += 1
         return False
 

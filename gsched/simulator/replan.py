@@ -82,7 +82,7 @@ class Replanner:
         freed = False
         for jid in plan.moves[: self.move_budget]:
             run = sim.runs[jid]
-            if jid in st.running and self.may_move(run, t):
+            if jid in st.running and self.may_move(sim, run, t):
                 sim._evict(run, planned=True)
                 self.moves += 1
                 freed = True
@@ -95,7 +95,7 @@ class Replanner:
         self.last_plan = t
         self.last_queue = sim.queued
 
-    def may_move(self, run: _Run, now: float) -> bool:
+    def may_move(self, sim: Simulation, run: _Run, now: float) -> bool:
         return run.job.kind != "training" or now - run.run_start >= self.promise_s
 
     def figures(self) -> dict[str, float | int | None]:

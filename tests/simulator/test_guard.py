@@ -93,9 +93,18 @@ def test_promised_window_defers_planned_moves_until_it_runs_out() -> None:
     assert fq["guard_evictions"] == 0  # 0.95 measured is under the 1.0 safe line
 
 
-def test_the_guard_breaks_the_promise_when_measured_load_is_over_the_line() -> None:
+def test_a_promise_never_holds_training_on_a_gpu_forecast_over_the_line() -> None:
     prof = np.full(96, 0.2)
-    prof[4:12] = 0.6  # measured 1.1 with training: the guard fires despite the promise
+    prof[4:12] = 0.6  # 1.1 with training from 01:00: moved as planned, not evicted
     s = run([svc(prof), train(0.5)], guard=GuardConfig(promise_s=7200))
     f = s._result(0, 1.0).figures
-    assert f["guard_evictions"] >= 1
+    assert f["planned_preemptions"] == 1 and f["promise_deferred_moves"] == 0
+    assert f["guard_evictions"] == 0 and f["slo_risk_slot_minutes"] == 0
+
+
+def test_the_guard_breaks_the_promise_when_the_forecast_was_wrong() -> None:
+    jobs = [svc(np.full(96, 0.5)), train(0.3)]
+    s = run(jobs, deviation=SURGE, guard=GuardConfig(report_interval_s=10, promise_s=36000))
+    f = s._result(0, 1.0).figures
+    assert f["guard_evictions"] == 1
+    assert f["slo_risk_slot_minutes"] == pytest.approx(5 / 60)
