@@ -50,7 +50,7 @@ def simulate_cmd(
     surge_start_slot: Annotated[int, typer.Option(min=0)] = 0,
     surge_slots: Annotated[int, typer.Option(min=0)] = 0,
     replan_every: Annotated[float | None, typer.Option(
-        min=60.0, help="The tidal loop: re-plan running and queued work with CP-SAT this "
+        help="The tidal loop: re-plan running and queued work with CP-SAT this "
                        "often (seconds); tidal follows the plan.")] = None,
     guard: Annotated[bool, typer.Option(help="The tidal loop: evict training from GPUs whose "
                                              "measured load is over the safe line.")] = False,
@@ -74,6 +74,9 @@ def simulate_cmd(
     if mode not in ("replay", "inflation"):
         raise InputError(f"unknown mode {mode!r}; expected 'replay' or 'inflation'",
                          field="--mode")
+    if replan_every is not None and replan_every < 60:
+        raise InputError(f"must be at least 60 seconds, got {replan_every}",
+                         field="--replan-every")
     names = policy_names(policy)
     tr = load_trace(trace, profiles=profiles)
     if not tr.jobs:
