@@ -35,7 +35,7 @@ import numpy as np
 from bench_tidal_sim import ROOT, ForecastVsActual, big_trace, with_lucid_utilisation
 
 from gsched.models import DAY_SECONDS, Trace
-from gsched.scheduler.packing.forecast import error_margin
+from gsched.scheduler.packing.forecast import booking, error_margin
 from gsched.scheduler.packing.profiles import learn_profiles
 from gsched.scheduler.policies.policy import PolicyConfig
 from gsched.simulator.engine import SimConfig
@@ -99,7 +99,8 @@ def _learned(t: np.ndarray, r: np.ndarray, day: int, slots: int) -> np.ndarray:
 
 
 def learned_vs_day(trace: Trace, day: int, margins: bool, peak: float = 0.9,
-                   held_back: int = 3) -> tuple[Trace, ForecastVsActual]:
+                   held_back: int = 3, kind: str = "relative",
+                   q: float = MARGIN_Q) -> tuple[Trace, ForecastVsActual]:
     """ServeGen services book the p95 learned from days < `day` (times 1 + their own
     margin when `margins`: p99 relative excess of days day-3..day-1, each forecast from
     the days before it) and carry day `day`'s real curve."""
@@ -113,9 +114,9 @@ def learned_vs_day(trace: Trace, day: int, margins: bool, peak: float = 0.9,
         m = 0.0
         if margins:
             held = range(day - held_back, day)
-            m = error_margin([_learned(t, r, d, slots) for d in held],
-                             [_slot_means(t, r, d, slots) for d in held], MARGIN_Q)
-        booked[f"servegen-m-large-c{k}"] = np.clip(p * scale * (1 + m), 0.0, 1.0)
+            m = error_margin([_learned(t, r, d, slots) * scale for d in held],
+                             [_slot_means(t, r, d, slots) * scale for d in held], q, kind)
+        booked[f"servegen-m-large-c{k}"] = booking(p * scale, m, kind=kind)
         actual[f"learned-m-large-c{k}"] = [float(x) for x in
                                            _slot_means(t, r, day, slots) * scale]
     jobs = []
