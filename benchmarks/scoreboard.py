@@ -217,3 +217,38 @@ def scoreboard(quick: bool = False, replan_every: float = 7200.0,
     path.write_text(json.dumps(result, indent=1, default=float))
     print(f"\nwrote {path}")
     return result
+
+
+MD_COLS = [("cost_per_experiment", "cost/exp", "${:.2f}"),
+           ("training_queue_delay_p95_s", "train queue p95", "{:.2f} h"),
+           ("jct_mean_s", "JCT mean", "{:.2f} h"),
+           ("slo_risk_slot_minutes", "SLO risk (slot-min)", "{:,.0f}"),
+           ("evictions_per_training_job", "evictions/job", "{:.3f}"),
+           ("gpu_hours_lost_share", "GPU-h lost", "{:.2%}"),
+           ("guard_evictions", "guard evictions", "{:.0f}"),
+           ("replan_moves", "plan moves", "{:.0f}")]
+
+
+def markdown(result: dict) -> str:
+    """The scoreboard as markdown tables (for docs/benchmarks.md)."""
+    out = []
+    for tname, scen in result.items():
+        for sname, rows in scen.items():
+            out.append(f"\n**{tname}: {sname}**\n")
+            out.append("| policy | " + " | ".join(c[1] for c in MD_COLS) + " |")
+            out.append("| --- |" + " ---: |" * len(MD_COLS))
+            for name, f in rows.items():
+                cells = [fmt(k, s, f.get(k)) if k not in ("training_queue_delay_p95_s",
+                                                          "jct_mean_s")
+                         else ("-" if f.get(k) is None else s.format(f[k] / 3600))
+                         for k, _, s in MD_COLS]
+                out.append(f"| {name} | " + " | ".join(cells) + " |")
+            for row in ("tidal-loop", "tidal-loop h=0"):
+                out.append(f"\n{verdict(rows, sname == 'exact forecast', row)}")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # render a saved run: python benchmarks/scoreboard.py RUN.json
+    import sys
+
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))
