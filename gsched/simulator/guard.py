@@ -5,9 +5,12 @@ every agent report (every `report_interval_s`, 10 s by default: one sample a sec
 a report every ten) it reads each GPU's actual load, and where a GPU holding inference
 is over the safe line it evicts best-effort (preemptible) training from that GPU at
 once, newest first, until the measured load is back under the line, and closes the GPU
-to new work (`ClusterState.blocked`) until the load recedes under `recede_line`. So a
-surge costs training a restart, within one report interval, instead of costing the
-inference SLO until the next 15-minute slot.
+to new work (`ClusterState.blocked`) until the load recedes under `recede_line`. A GPU
+measured more than `forecast_tolerance` over its forecast is closed too: its forecast
+valley is wrong today, so evicted training must not land there and trip the guard again
+(without this, a cluster-wide surge bounces training from GPU to GPU). So a surge costs
+training a restart, within one report interval, instead of costing the inference SLO
+until the next 15-minute slot.
 
 The promised window (GFS, ASPLOS'26, for spot tasks): training placed in a valley is
 promised `promise_s` of run before a *planned* move (the policy's `on_slot` or a re-plan)
@@ -44,6 +47,9 @@ class GuardConfig(BaseModel):
                                          "(at or above the policies' usable capacity)")
     recede_line: float = Field(default=0.9, gt=0, le=1.5,
                                description="a closed GPU reopens below this measured load")
+    forecast_tolerance: float = Field(default=0.15, ge=0,
+                                      description="a GPU measured this far over its forecast "
+                                                  "takes no new work")
     promise_s: float = Field(default=3600.0, ge=0,
                              description="minimum run promised to training before a planned "
                                          "move (the guard may still evict)")
@@ -75,28 +81,29 @@ class Guard:
         return sim.actual[:, :, sim.state.current_slot]
 
     def fire(self, sim: Simulation, t: float) -> bool:
-        """One round of agent reports: evict and close over the line, reopen under the
-        recede line. True when capacity was freed or reopened (the queue should retry)."""
+        """One round of agent reports. GPUs holding inference are closed to new work
+        while measured over the recede line or over their forecast by more than
+        `forecast_tolerance` (the forecast is wrong there: its valley is not to be
+        trusted), and reopened when neither holds; over the safe line, their training is
+        evicted. True when capacity was freed or reopened (the queue should retry)."""
         st = sim.state
         meas = self.measured(sim)
         cfg = self.config
         infer = st.inference_on_gpu > 0
         over = (meas > cfg.safe_line + EPS) & infer
+        hot = infer & ((meas > cfg.recede_line + EPS)
+                       | (meas - st.load[:, :, st.current_slot] > cfg.forecast_tolerance + EPS))
+        hot |= over
         freed = False
-        if st.blocked.any():
-            reopen = st.blocked & ~(meas > cfg.recede_line + EPS)
-            if reopen.any():
-                st.blocked[reopen] = False
-                st.node_version[np.flatnonzero(reopen.any(axis=1))] += 1
-                freed = True
+        changed = hot != st.blocked
+        if changed.any():
+            freed = bool((st.blocked & ~hot).any())
+            self.blocks += int((hot & ~st.blocked).sum())
+            st.blocked[:] = hot
+            st.node_version[np.flatnonzero(changed.any(axis=1))] += 1
         if not over.any():
             return freed
         self.fires += 1
-        newly = over & ~st.blocked
-        if newly.any():
-            st.blocked[newly] = True
-            st.node_version[np.flatnonzero(newly.any(axis=1))] += 1
-            self.blocks += int(newly.sum())
         excess = np.where(over, meas - cfg.safe_line, 0.0)
         slot = st.current_slot
         for n, g in zip(*np.nonzero(over), strict=True):

@@ -108,3 +108,15 @@ def test_the_guard_breaks_the_promise_when_the_forecast_was_wrong() -> None:
     f = s._result(0, 1.0).figures
     assert f["guard_evictions"] == 1
     assert f["slo_risk_slot_minutes"] == pytest.approx(5 / 60)
+
+
+def test_a_gpu_measured_well_over_its_forecast_takes_no_new_work() -> None:
+    # The service doubles (0.3 -> 0.6) during the surge: with the training beside it
+    # 0.7, under the recede line, but 0.3 over its forecast, so the guard closes the GPU
+    # while the surge lasts, and evicts nothing.
+    jobs = [svc(np.full(96, 0.3)), train(0.1)]
+    s = run(jobs, deviation=SURGE, guard=GuardConfig(), until_s=9000)
+    assert s.state.blocked[0, 0]
+    after = run(jobs, deviation=SURGE, guard=GuardConfig(), until_s=11000)
+    assert not after.state.blocked.any()
+    assert after._result(0, 1.0).figures["guard_evictions"] == 0
