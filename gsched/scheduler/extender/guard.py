@@ -4,7 +4,10 @@ Forecasts book the load a GPU *should* carry; the agents measure what it carries
 report shows a GPU that holds inference over `safe_line` (the report's mean utilisation,
 so one report interval of evidence, ~10 s with the agent's defaults), the guard:
 - closes the GPU to new work (`ClusterState.blocked`; the policies' filters skip it)
-  until a report shows it under `recede_line`, on every replica (it is local state);
+  until a report shows it under `recede_line`, on every replica (it is local state); a
+  GPU measured more than `forecast_tolerance` over its forecast is closed too (its
+  forecast valley is wrong today), so evicted training does not land on the next
+  surging GPU;
 - on the leader, evicts the best-effort (preemptible) training pods on that GPU through
   the Eviction API, newest first, until their booked load covers the excess. Their
   controllers recreate them and gsched places them where the measurement is quiet.
@@ -37,7 +40,7 @@ class LoadGuard:
 
     def __init__(self, extender: Extender, evict: Evict | None, *,
                  is_leader: Callable[[], bool] = lambda: True, safe_line: float = 0.95,
-                 recede_line: float = 0.85) -> None:
+                 recede_line: float = 0.85, forecast_tolerance: float = 0.15) -> None:
         if not 0 < recede_line <= safe_line:
             raise ValueError(f"need 0 < recede_line <= safe_line, got {recede_line}, "
                              f"{safe_line}")
@@ -46,6 +49,7 @@ class LoadGuard:
         self.is_leader = is_leader
         self.safe_line = safe_line
         self.recede_line = recede_line
+        self.forecast_tolerance = forecast_tolerance
 
     def on_report(self, report: Report) -> list[tuple[str, str]]:
         """Act on one accepted report; returns the (namespace, name) pods evicted."""
@@ -64,14 +68,15 @@ class LoadGuard:
                 if g >= st.max_gpus or not st.gpu_valid[n, g] or not s.util:
                     continue
                 measured = float(np.mean(s.util))
-                if measured > self.safe_line and st.inference_on_gpu[n, g] > 0:
+                infer = st.inference_on_gpu[n, g] > 0
+                over = infer and measured > self.safe_line
+                hot = infer and (measured > self.recede_line or measured - float(
+                    st.load[n, g, slot]) > self.forecast_tolerance)
+                if over:
                     m.guard_trips.inc()
-                    if not st.blocked[n, g]:
-                        st.blocked[n, g] = True
-                        changed = True
                     victims += self._victims(n, g, measured - self.safe_line, slot)
-                elif st.blocked[n, g] and measured < self.recede_line:
-                    st.blocked[n, g] = False
+                if bool(st.blocked[n, g]) != (over or hot):
+                    st.blocked[n, g] = over or hot
                     changed = True
             if changed:
                 st.node_version[n] += 1
