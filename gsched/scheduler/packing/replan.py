@@ -13,8 +13,9 @@ peak, as the online policy does), so its load is its flat level over the window 
 elsewhere; inference books its whole day.
 
 The answer, a `Replan`, is data: a target (node, GPUs) per job and the running jobs to
-move. Drivers put the targets on `ClusterState.plan`, where the `tidal` policy prefers
-them, and carry out the moves themselves.
+move, which are none unless the plan empties at least one GPU the running work holds (a
+move that saves nothing only costs a restart). Drivers put the targets on
+`ClusterState.plan`, where the `tidal` policy prefers them, and carry out the moves.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Replan:
     dropped_queued: int = 0
     gpus: int = 0
     gap: float = 0.0  # the plan's GPUs against its lower bound (0 = proven optimal)
+    gpus_saved: int = 0  # GPUs the running work holds now minus those it holds in the plan
     seconds: float = 0.0
     status: str = "ok"
 
@@ -119,10 +121,18 @@ def replan(running: Sequence[WorkItem], queued: Sequence[WorkItem], cluster: Clu
             continue
         out.targets = {jid: (node, tuple(int(g) for g in gpus))
                        for jid, (node, gpus) in assign.items()}
-        out.moves = [it.job.id for it in running if it.where is not None
-                     and it.job.preemptible and out.targets.get(it.job.id) is not None
-                     and (out.targets[it.job.id][0], tuple(sorted(out.targets[it.job.id][1])))
-                     != (it.where[0], tuple(sorted(it.where[1])))]
+        moves = [it.job.id for it in running if it.where is not None
+                 and it.job.preemptible and out.targets.get(it.job.id) is not None
+                 and (out.targets[it.job.id][0], tuple(sorted(out.targets[it.job.id][1])))
+                 != (it.where[0], tuple(sorted(it.where[1])))]
+        before = {(it.where[0], g) for it in running if it.where is not None
+                  for g in it.where[1]}
+        after = {(out.targets[it.job.id][0], g) for it in running
+                 if it.job.id in out.targets for g in out.targets[it.job.id][1]}
+        out.gpus_saved = len(before) - len(after)
+        # A move costs a checkpoint and a restart: carry moves out only when the plan
+        # empties at least one GPU the running work holds now.
+        out.moves = moves if out.gpus_saved > 0 else []
         out.planned_queued = take
         out.dropped_queued = len(queued) - take
         out.gpus = int(plan.gpus_used)
