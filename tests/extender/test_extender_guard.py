@@ -58,10 +58,11 @@ def test_over_the_line_evicts_training_beside_inference_and_closes_the_gpu(clust
     m = ext.metrics
     assert m.guard_evictions._value.get() == 1 and m.guard_trips._value.get() == 1
     assert m.guard_blocked._value.get() == 1
+    assert api.wait_for(lambda: "u-train" not in ext.state.running)
     # Under the safe line but over the recede line (0.85): the GPU stays closed.
     guard.on_report(report(0.9, 0.5, "r-00000002"))
     assert ext.state.blocked[0, 0]
-    guard.on_report(report(0.6, 0.5, "r-00000003"))
+    guard.on_report(report(0.3, 0.5, "r-00000003"))  # web alone, near its forecast 0.25
     assert not ext.state.blocked.any() and m.guard_blocked._value.get() == 0
 
 
