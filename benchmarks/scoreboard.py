@@ -141,7 +141,8 @@ def _run(trace: Trace, cluster, policy: str, headroom: float, sim: SimConfig) ->
 
 
 def scenario_rows(trace: Trace, cluster, dev: LoadDeviation | None, replan_every: float,
-                  learned_days: tuple[int, ...] = ()) -> dict[str, dict]:
+                  learned_days: tuple[int, ...] = (), only: set[str] | None = None
+                  ) -> dict[str, dict]:
     """Every row of one scenario (`dev`; or, with `learned_days`, learned vs real)."""
     guard = GuardConfig()
     rows: dict[str, dict] = {}
@@ -152,6 +153,8 @@ def scenario_rows(trace: Trace, cluster, dev: LoadDeviation | None, replan_every
              "tidal-loop h=0": ("tidal", 0.0, True, guard, None),
              "tidal-loop+plan": ("tidal", 0.0, True, guard, replan_every)}
     for name, (pol, h, margins, g, every) in plans.items():
+        if only is not None and name not in only:
+            continue
         t0 = time.perf_counter()
         if learned_days:
             per_day = []
