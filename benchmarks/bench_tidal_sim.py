@@ -13,7 +13,12 @@
    the profile `learn_profiles` learns from the days before day d (p95, 3-day half-life)
    and actually carry day d's real ServeGen curve, for d = 11, 12, 13.
 
-    .venv/bin/python benchmarks/bench_tidal_sim.py [--quick]
+    .venv/bin/python benchmarks/bench_tidal_sim.py --legacy [--quick]
+
+Without `--legacy` it prints the tidal loop's scoreboard (`benchmarks/scoreboard.py`):
+every forecast-error scenario on the example trace and on a 7-day trace, per policy.
+
+    .venv/bin/python benchmarks/bench_tidal_sim.py [--quick] [--replan-every 7200]
 """
 
 from __future__ import annotations
@@ -62,13 +67,14 @@ def table(title: str, figures: dict[str, dict], cols: list = COLS) -> None:
         print(f"{name:<18}" + "".join(f"{fmt(k, s, f.get(k)):>12}" for k, _, s in cols))
 
 
-def big_trace() -> tuple[Trace, Cluster]:
+def big_trace(days: float = 4, training_jobs: int = 1000) -> tuple[Trace, Cluster]:
     base = shared_traces_dir()
     spec = BuildSpec(servegen=sorted((base / "servegen").glob("*.csv")),
                      genai=base / "alibaba-genai" / "pod_gpu_duty_cycle_anon.tar.gz",
                      lora=base / "alibaba-genai" / "lora_request_trace.tar.gz",
-                     gavel=base / "gavel-philly" / "ee9e8c.trace", days=4,
-                     inference_services=256, training_jobs=1000, max_gpus=8, seed=1)
+                     gavel=base / "gavel-philly" / "ee9e8c.trace", days=days,
+                     inference_services=256, training_jobs=training_jobs, max_gpus=8,
+                     seed=1)
     cl = Cluster(nodes=[Node(name=f"a100-{k:02d}", gpu_count=8, gpu_model="A100")
                         for k in range(32)], source="32 x 8 A100")
     return build(spec), cl
@@ -146,10 +152,8 @@ def compare(trace: Trace, cluster: Cluster, title: str, deviation: LoadDeviation
     return figs
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="only the example trace")
-    args = ap.parse_args()
+def legacy(args: argparse.Namespace) -> None:
+    """The sections before the tidal loop (docs/benchmarks.md, "Simulator: every policy")."""
     ex = load_trace(ROOT / "examples" / "tidal-mix.csv")
     ex_cl = load_cluster(ROOT / "examples" / "cluster.yaml")
     compare(ex, ex_cl, "examples/tidal-mix.csv on examples/cluster.yaml (64 GPUs), "
@@ -200,6 +204,21 @@ def main() -> None:
                                       SimConfig(deviation=wrong),
                                       PolicyConfig()).figures()["peak"]
         table(f"headroom sweep, example trace, forecast wrong ({title})", rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="only the example trace")
+    ap.add_argument("--legacy", action="store_true",
+                    help="the sections before the tidal loop, instead of the scoreboard")
+    ap.add_argument("--replan-every", type=float, default=7200.0,
+                    help="scoreboard: seconds between re-plans of tidal+plan")
+    args = ap.parse_args()
+    if args.legacy:
+        legacy(args)
+        return
+    from scoreboard import scoreboard
+    scoreboard(quick=args.quick, replan_every=args.replan_every)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,15 @@ def serve_cmd(
         help="The leader evicts preemptible training pods the policy wants moved out before "
              "a predicted peak (tidal), so their controller recreates them elsewhere.")]
     = True,
+    replan_every: Annotated[float, typer.Option(
+        min=0.0, help="Kubernetes mode: the leader re-plans running and pending pods with "
+                      "CP-SAT this often (seconds; 0: never), moving training within a "
+                      "budget; tidal follows the plan.")] = 900.0,
+    guard: Annotated[bool, typer.Option(
+        help="Load guard: a GPU whose reported load is over --guard-safe-line is closed to "
+             "new work until it recedes, and the leader evicts its training pods.")] = True,
+    guard_safe_line: Annotated[float, typer.Option(
+        min=0.05, max=1.0, help="Measured utilisation over which the guard acts.")] = 0.95,
     history_resolution: Annotated[float, typer.Option(
         min=0.0, help="Seconds per stored usage row per series (mean of the samples in it); "
                       "0 stores every sample. 15-minute profiles need no finer than 60.")]
@@ -183,6 +192,7 @@ def serve_cmd(
     metrics = SchedulerMetrics()
     store, history = _open_store(db, history_resolution)
     stoppers: list = []
+    evictor = None  # the Eviction API, in Kubernetes mode (the load guard's hand)
 
     if cluster is not None:
         from gsched.scheduler.extender.leader import StaticLeader
@@ -212,6 +222,7 @@ def serve_cmd(
 
         api = load_kube_config(str(kubeconfig) if kubeconfig else None)
         core = client.CoreV1Api(api)
+        evictor = pod_evictor(core)
         name = identity or os.environ.get("POD_NAME") or socket.gethostname()
         elector = LeaderElector(client.CoordinationV1Api(api), lease_namespace, lease_name,
                                 name, metrics=metrics,
@@ -228,9 +239,24 @@ def serve_cmd(
         if move_training:
             planner = Planner(ext, pod_evictor(core), is_leader=elector.is_leader).start()
             stoppers.insert(0, planner.stop)
+        if replan_every > 0 and pol.profile_aware:
+            from gsched.scheduler.extender.replanner import LeaderReplanner
+
+            replanner = LeaderReplanner(ext, evictor if move_training else None,
+                                        is_leader=elector.is_leader,
+                                        every_s=replan_every).start()
+            stoppers.insert(0, replanner.stop)
         mode = f"Kubernetes ({len(sync.nodes)} GPU nodes), replica {name}"
 
-    ingest = IngestService(history, metrics, token, on_profiles=ext.set_profiles)
+    on_report = None
+    if guard:  # the tidal loop's load guard (extender/guard.py)
+        from gsched.scheduler.extender.guard import LoadGuard
+
+        on_report = LoadGuard(ext, evictor, is_leader=ext.is_leader,
+                              safe_line=guard_safe_line,
+                              recede_line=min(0.85, guard_safe_line)).on_report
+    ingest = IngestService(history, metrics, token, on_profiles=ext.set_profiles,
+                           on_report=on_report)
     config = ServerConfig(host=host, port=port, prefix=prefix, token=token, tls_cert=tls_cert,
                           tls_key=tls_key, max_body_bytes=max_body_mib << 20,
                           token_verbs=not open_verbs, tls_client_ca=tls_client_ca)

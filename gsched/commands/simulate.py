@@ -62,6 +62,14 @@ def simulate_cmd(
     surge_slots: Annotated[int, typer.Option(
         min=0, help="Robustness: length of the surge window in slots (--surge needs "
                     "it).")] = 0,
+    replan_every: Annotated[float | None, typer.Option(
+        help="The tidal loop: re-plan running and queued work with CP-SAT this "
+                       "often (seconds); tidal follows the plan.")] = None,
+    guard: Annotated[bool, typer.Option(help="The tidal loop: evict training from GPUs whose "
+                                             "measured load is over the safe line.")] = False,
+    report_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between agent "
+                                                   "reports (the guard's reaction time).")]
+    = 10.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")]
     = False,
     placements: Annotated[Path | None, typer.Option(
@@ -72,6 +80,7 @@ def simulate_cmd(
     from gsched.scheduler.policies.policy import PolicyConfig
     from gsched.scheduler.policies.registry import policy_names
     from gsched.simulator.engine import SimConfig
+    from gsched.simulator.guard import GuardConfig
     from gsched.simulator.load import LoadDeviation
     from gsched.simulator.report import (
         deviation_note,
@@ -99,6 +108,9 @@ def simulate_cmd(
                          field="--mode")
     if placements is not None and mode != "replay":
         raise InputError("placements exist in replay mode only", field="--placements")
+    if replan_every is not None and replan_every < 60:
+        raise InputError(f"must be at least 60 seconds, got {replan_every}",
+                         field="--replan-every")
     names = policy_names(policy)
     tr = load_trace(trace, profiles=profiles)
     if not tr.jobs:
@@ -109,7 +121,10 @@ def simulate_cmd(
     try:
         sim = SimConfig(checkpoint_interval_s=checkpoint_interval,
                         restart_overhead_s=restart_overhead, until_s=until, deviation=deviation,
-                        record_placements=placements is not None)
+                        record_placements=placements is not None,
+                        guard=GuardConfig(report_interval_s=report_interval)
+                        if guard else None,
+                        replan_every_s=replan_every)
     except ValidationError as e:
         err = e.errors()[0]
         raise InputError(err["msg"], field=_FLAGS.get(str(err["loc"][0]), None)) from None

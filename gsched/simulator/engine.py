@@ -30,10 +30,12 @@ from gsched.scheduler.policies.preemption import find_victims
 from gsched.scheduler.policies.state import ClusterState, Placement
 from gsched.simulator.accounting import Accounting
 from gsched.simulator.colocation import BUILTIN, ColocationModel
+from gsched.simulator.guard import GuardConfig, training_figures
 from gsched.simulator.load import LoadDeviation
+from gsched.simulator.loop import make_hooks
 from gsched.simulator.retry import RetryFilter
 
-FINISH, SLOT = 0, 1
+FINISH, SLOT, HOOK = 0, 1, 2
 
 
 class SimConfig(BaseModel):
@@ -49,6 +51,10 @@ class SimConfig(BaseModel):
     #: keep every start and stop (time, job, node, GPUs) in `SimResult.placements`:
     #: what `gsched simulate --placements` writes, to compare with a real cluster
     record_placements: bool = False
+    # the tidal loop (issue 13; simulator/loop.py): load guard, promised window, re-plans
+    guard: GuardConfig | None = None
+    replan_every_s: float | None = Field(default=None, gt=0,
+                                         description="re-plan with CP-SAT this often")
 
 
 @dataclass
@@ -121,6 +127,7 @@ class Simulation:
         self.placements: list[tuple[float, str, str, str, tuple[int, ...]]] = []
         self.retry = RetryFilter(self.state, policy)  # skips retries certain to miss
         self.victim_orders: dict[int, tuple] = {}  # find_victims' per-node cache
+        self.hooks = make_hooks(self)  # the tidal loop: guard reports, re-plans
 
     # ------------------------------------------------------------------ events
     def _push(self, t: float, kind: int, payload: object) -> None:
@@ -321,6 +328,8 @@ class Simulation:
         if self.uses_slots:
             slot_len = self.state.slot_seconds
             self._push((math.floor(start / slot_len) + 1) * slot_len, SLOT, None)
+        for k, hook in enumerate(self.hooks):
+            self._push(hook.first_time(start), HOOK, k)
         idle_slots = 0
         tick = 0
         while True:
@@ -353,12 +362,17 @@ class Simulation:
                     self._stop(run)
                     self._complete(run)
                     freed = True
+                elif kind == HOOK:  # the tidal loop: guard reports, re-plans
+                    hook = self.hooks[payload]
+                    freed |= hook.fire(self, t)
+                    self._push(hook.next_time(t), HOOK, payload)
                 else:
                     slot_event = True
                     slot = int((t % DAY_SECONDS) // self.state.slot_seconds)
                     for jid in self.policy.on_slot(self.state, slot, t):
                         run = self.runs.get(jid)
-                        if run is not None and jid in self.state.running and run.job.preemptible:
+                        if (run is not None and jid in self.state.running and run.job.preemptible
+                                and all(h.may_move(self, run, t) for h in self.hooks)):
                             self._evict(run, planned=True)
                             freed = True
                     self._push(t + self.state.slot_seconds, SLOT, None)
@@ -452,6 +466,9 @@ class Simulation:
             "wall_seconds": wall,
             "events_per_second": self.events / wall if wall > 0 else None,
         }
+        figures |= training_figures(self)
+        for hook in self.hooks:
+            figures |= hook.figures()
         warnings = list(self.warnings)
         if self.unschedulable:
             shown = ", ".join(self.unschedulable[:5])

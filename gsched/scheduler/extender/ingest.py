@@ -78,7 +78,8 @@ class IngestService:
                  predict_nodes: bool = True,
                  on_profiles: Callable[[dict[str, LearnedProfile]], None] | None = None,
                  learn_kwargs: Mapping[str, object] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_report: Callable[[Report], object] | None = None) -> None:
         self.history = history
         self.metrics = metrics
         self.token = token
@@ -92,6 +93,8 @@ class IngestService:
         self.on_profiles = on_profiles
         self.learn_kwargs = dict(learn_kwargs or {})
         self.clock = clock
+        #: called with every accepted report (the load guard, extender/guard.py)
+        self.on_report = on_report
         self.profiles: dict[str, LearnedProfile] = {}
         self._nodes: dict[str, _NodeState] = {}
         self._lock = threading.Lock()
@@ -144,6 +147,11 @@ class IngestService:
         m.samples.inc(n)
         m.last_report.labels(node=report.node).set(now)
         self._account(report, now)
+        if self.on_report is not None:
+            try:
+                self.on_report(report)
+            except Exception:  # the guard must never cost the agent its report
+                log.exception("acting on the report from %s", report.node)
         return 200, {"ok": True, "duplicate": False, "report_id": report.report_id,
                      "samples": n}
 

@@ -80,5 +80,25 @@ class SchedulerMetrics:
         self.profile_updated = Gauge(
             "gsched_profile_last_update_timestamp_seconds",
             "Unix time a workload's daily profile was last learned.", ["workload"], registry=r)
+        # the tidal loop's load guard (extender/guard.py)
+        self.guard_trips = Counter(
+            "gsched_guard_trips_total",
+            "GPU reports whose measured load was over the guard's safe line.", registry=r)
+        self.guard_evictions = Counter(
+            "gsched_guard_evictions_total",
+            "Training pods the load guard evicted from GPUs measured over the safe line.",
+            registry=r)
+        self.guard_blocked = Gauge(
+            "gsched_guard_blocked_gpus",
+            "GPUs the load guard has closed to new work until their load recedes.",
+            registry=r)
+        # the tidal loop's re-plans (extender/replanner.py)
+        self.replans = Counter(
+            "gsched_replans_total", "CP-SAT re-plans of running and pending pods, by outcome.",
+            ["outcome"], registry=r)
+        self.replan_moves = Counter(
+            "gsched_replan_moves_total",
+            "Training pods moved (evicted to be re-placed) because a re-plan moved them.",
+            registry=r)
         self.leader = Gauge(
             "gsched_leader", "1 if this replica holds the leader lease, else 0.", registry=r)

@@ -152,7 +152,7 @@ class LoadIndex:
             return GpuFit(ok_full, score_full)
         # A slice keeps every row a view (no copy of the load cube) in the common case.
         rows = slice(None) if len(idx) == st.n_nodes else idx
-        base = st.gpu_valid[rows]
+        base = st.gpu_valid[rows] & ~st.blocked[rows]  # the load guard's closed GPUs
         if job.gpu_mem_mib:
             base = base & (st.gpu_mem_free[rows] >= job.gpu_mem_mib)
         jobs_on = st.jobs_on_gpu[rows]

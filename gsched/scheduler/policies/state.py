@@ -132,6 +132,11 @@ class ClusterState:
         self._static: dict[tuple, np.ndarray] = {}
         #: wall or simulated clock (seconds); drivers keep it current for time-aware policies.
         self.now = 0.0
+        # -- the tidal loop (issue 13): data its drivers hand the policies ---------------
+        #: GPUs the load guard closed to new work: measured load is over the safe line.
+        self.blocked = np.zeros((n, self.max_gpus), dtype=bool)
+        #: the current CP-SAT plan: job id -> (node index, GPU indices) it should run on.
+        self.plan: dict[str, tuple[int, tuple[int, ...]]] = {}
 
     @property
     def slot_seconds(self) -> float:
@@ -193,7 +198,7 @@ class ClusterState:
         if job.memory_mib:
             mask &= mem_unl | (mem_free >= job.memory_mib - EPS)
         if job.num_gpu:
-            ok = free >= reserve - EPS
+            ok = (free >= reserve - EPS) & ~(self.blocked if nodes is None else self.blocked[nodes])
             if job.gpu_mem_mib:
                 ok &= gmem >= job.gpu_mem_mib
             if job.num_gpu == 1:
@@ -204,7 +209,8 @@ class ClusterState:
 
     def gpu_fit(self, job: Job, reserve: float) -> np.ndarray:
         """(nodes x gpus) mask of GPUs that can take `reserve` share and the job's memory."""
-        return (self.free >= reserve - EPS) & (self.gpu_mem_free >= job.gpu_mem_mib)
+        return ((self.free >= reserve - EPS) & (self.gpu_mem_free >= job.gpu_mem_mib)
+                & ~self.blocked)
 
     def fit_reasons(self, job: Job, reserve: float) -> np.ndarray:
         """Reason code per node (0 = fits now) for reserving `reserve` per GPU."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from gsched.models import Job
 from gsched.scheduler.policies.online import LoadIndex
+from gsched.scheduler.policies.plan_follow import plan_scores, planned_gpus
 from gsched.scheduler.policies.policy import Policy, PolicyConfig
 from gsched.scheduler.policies.state import EPS, ClusterState, Reason
 from gsched.scheduler.policies.tidal_frag import TimeFragmentation
@@ -89,12 +90,20 @@ class TidalPolicy(Policy):
                 job.utilization)
 
     def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
-        return self._evaluate(state, job)[1]
+        return plan_scores(state, job, self._evaluate(state, job)[1])  # plan first
 
     def choose_gpus(self, state: ClusterState, job: Job, node: int) -> tuple[int, ...]:
         if job.num_gpu == 0:
             return ()
-        return self._evaluate(state, job)[2][node]
+        planned = (planned_gpus(state, job, node, lambda n: self._gpu_ok(state, job, n))
+                   if state.plan else None)
+        return planned if planned is not None else self._evaluate(state, job)[2][node]
+
+    def _gpu_ok(self, state: ClusterState, job: Job, node: int) -> np.ndarray:
+        """Per-GPU online fit of `job` on `node` (the plan is followed only where it fits)."""
+        mask = np.zeros(state.n_nodes, dtype=bool)
+        mask[node] = True
+        return self.index(state).fit(job, mask).ok[node]
 
     # -- time ------------------------------------------------------------------
     def on_slot(self, state: ClusterState, slot: int, now: float) -> list[str]:

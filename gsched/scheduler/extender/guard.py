@@ -1,0 +1,114 @@
+"""The load guard on the live path: agent reports over the safe line evict training.
+
+Forecasts book the load a GPU *should* carry; the agents measure what it carries. When a
+report shows a GPU that holds inference over `safe_line` (the report's mean utilisation,
+so one report interval of evidence, ~10 s with the agent's defaults), the guard:
+- closes the GPU to new work (`ClusterState.blocked`; the policies' filters skip it)
+  until a report shows it under `recede_line`, on every replica (it is local state); a
+  GPU measured more than `forecast_tolerance` over its forecast is closed too (its
+  forecast valley is wrong today), so evicted training does not land on the next
+  surging GPU;
+- on the leader, evicts the best-effort (preemptible) training pods on that GPU through
+  the Eviction API, newest first, until their booked load covers the excess. Their
+  controllers recreate them and gsched places them where the measurement is quiet.
+
+It runs inside report ingestion (`IngestService(on_report=guard.on_report)`), so the
+reaction time is one report interval, not the next 15-minute slot. Each action is
+counted: `gsched_guard_trips_total` (GPUs found over the line),
+`gsched_guard_evictions_total`, `gsched_guard_blocked_gpus` (closed now). The simulator
+runs the same rule at the same interval (`gsched/simulator/guard.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from gsched.agents.model import Report
+from gsched.scheduler.extender.verbs import Extender
+from gsched.scheduler.policies.state import EPS
+
+log = logging.getLogger(__name__)
+
+Evict = Callable[[str, str], None]  # (namespace, name)
+
+
+class LoadGuard:
+    """See the module docstring. `on_report` is safe to call from the ingest thread."""
+
+    def __init__(self, extender: Extender, evict: Evict | None, *,
+                 is_leader: Callable[[], bool] = lambda: True, safe_line: float = 0.95,
+                 recede_line: float = 0.85, forecast_tolerance: float = 0.15) -> None:
+        if not 0 < recede_line <= safe_line:
+            raise ValueError(f"need 0 < recede_line <= safe_line, got {recede_line}, "
+                             f"{safe_line}")
+        self.extender = extender
+        self.evict = evict
+        self.is_leader = is_leader
+        self.safe_line = safe_line
+        self.recede_line = recede_line
+        self.forecast_tolerance = forecast_tolerance
+
+    def on_report(self, report: Report) -> list[tuple[str, str]]:
+        """Act on one accepted report; returns the (namespace, name) pods evicted."""
+        ext = self.extender
+        m = ext.metrics
+        victims: list[tuple[str, str]] = []
+        with ext.lock:
+            st = ext.state
+            n = st.node_index.get(report.node)
+            if n is None:
+                return []
+            slot = st.current_slot
+            changed = False
+            for s in report.gpus:
+                g = s.index
+                if g >= st.max_gpus or not st.gpu_valid[n, g] or not s.util:
+                    continue
+                measured = float(np.mean(s.util))
+                infer = st.inference_on_gpu[n, g] > 0
+                over = infer and measured > self.safe_line
+                hot = infer and (measured > self.recede_line or measured - float(
+                    st.load[n, g, slot]) > self.forecast_tolerance)
+                if over:
+                    m.guard_trips.inc()
+                    victims += self._victims(n, g, measured - self.safe_line, slot)
+                if bool(st.blocked[n, g]) != (over or hot):
+                    st.blocked[n, g] = over or hot
+                    changed = True
+            if changed:
+                st.node_version[n] += 1
+            m.guard_blocked.set(int(st.blocked.sum()))
+        if not victims or self.evict is None or not self.is_leader():
+            return []  # without an Eviction API (static mode) the guard only closes GPUs
+        done = []
+        for ns, name in dict.fromkeys(victims):
+            try:
+                self.evict(ns, name)
+            except Exception as e:  # a PDB said no, or the pod is gone: next report
+                log.warning("guard: evicting %s/%s from %s: %s", ns, name, report.node, e)
+                continue
+            m.guard_evictions.inc()
+            done.append((ns, name))
+        if done:
+            log.info("guard: %s over %.2f measured; evicted %d training pod(s)", report.node,
+                     self.safe_line, len(done))
+        return done
+
+    def _victims(self, n: int, g: int, excess: float, slot: int) -> list[tuple[str, str]]:
+        """Preemptible pods on GPU (n, g), newest first, until their load covers `excess`
+        (call with the extender's lock held)."""
+        ext, st = self.extender, self.extender.state
+        out = []
+        for uid in reversed(list(st.node_jobs[n])):  # start order, newest last
+            r = st.running.get(uid)
+            pj = ext.placed.get(uid)
+            if r is None or pj is None or not r.job.preemptible or g not in r.placement.gpus:
+                continue
+            out.append((pj.namespace, pj.name))
+            excess -= float(r.load[slot])
+            if excess <= EPS:
+                break
+        return out

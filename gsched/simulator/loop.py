@@ -1,0 +1,35 @@
+"""The tidal loop's hooks into the simulator: the load guard and periodic re-plans.
+
+The engine knows hooks only as objects with `first_time(start)`, `next_time(t)`,
+`fire(sim, t) -> freed`, `may_move(sim, run, now)` and `figures()`; this module builds the
+list a `SimConfig` asks for, so the engine stays a plain event loop.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from gsched.simulator.guard import Guard
+
+if TYPE_CHECKING:
+    from gsched.simulator.engine import Simulation, _Run
+
+
+class Hook(Protocol):
+    def first_time(self, start: float) -> float: ...
+    def next_time(self, t: float) -> float: ...
+    def fire(self, sim: Simulation, t: float) -> bool: ...
+    def may_move(self, sim: Simulation, run: _Run, now: float) -> bool: ...
+    def figures(self) -> dict[str, float | int | None]: ...
+
+
+def make_hooks(sim: Simulation) -> list[Hook]:
+    """The guard (when configured) and the re-planner (when `replan_every_s` is set)."""
+    cfg = sim.config
+    hooks: list[Hook] = []
+    if cfg.guard is not None:
+        hooks.append(Guard(cfg.guard))
+    if cfg.replan_every_s is not None:
+        from gsched.simulator.replan import Replanner
+        hooks.append(Replanner(cfg.replan_every_s, cfg.guard))
+    return hooks

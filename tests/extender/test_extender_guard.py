@@ -1,0 +1,106 @@
+"""The live load guard: agent reports over the safe line evict training and close GPUs."""
+
+from __future__ import annotations
+
+import pytest
+from fake_kube_api import FakeKubeAPI, node, pod
+from kubernetes import client
+from prometheus_client import generate_latest
+
+from gsched.agents.model import Report, Series
+from gsched.models import Cluster
+from gsched.scheduler.extender.guard import LoadGuard
+from gsched.scheduler.extender.history import UsageHistory
+from gsched.scheduler.extender.ingest import IngestService
+from gsched.scheduler.extender.kube import KubeSync, pod_evictor
+from gsched.scheduler.extender.verbs import Extender
+from gsched.scheduler.policies.registry import make_policy
+
+FLAT = ";".join(["0.5"] * 96)
+
+
+@pytest.fixture
+def cluster():
+    api = FakeKubeAPI().start()
+    api.put_node(node("n1", gpus=2))
+    api.put_pod(pod("web", "u-web", milli=500, node_name="n1", phase="Running",
+                    annotations={"gsched.io/kind": "inference", "gsched.io/profile": FLAT,
+                                 "gsched.io/gpus": "0"}))
+    api.put_pod(pod("train", "u-train", milli=500, node_name="n1", phase="Running",
+                    annotations={"gsched.io/kind": "training", "gsched.io/gpus": "0"}))
+    api.put_pod(pod("solo", "u-solo", milli=500, node_name="n1", phase="Running",
+                    annotations={"gsched.io/kind": "training", "gsched.io/gpus": "1"}))
+    cfg = client.Configuration()
+    cfg.host = api.url
+    core = client.CoreV1Api(client.ApiClient(cfg))
+    ext = Extender(Cluster(nodes=[]), make_policy("tidal"))
+    sync = KubeSync(core, ext, watch_timeout_s=5, backoff_s=(0.01, 0.05)).start()
+    assert api.wait_for(lambda: {"u-web", "u-train", "u-solo"} <= set(ext.state.running))
+    yield api, core, ext
+    sync.stop()
+    api.stop()
+
+
+def report(util0: float, util1: float, rid: str = "r-00000001") -> Report:
+    t = [1000.0 + k for k in range(10)]
+    return Report(report_id=rid, node="n1", created_at=1010.0, gpus=[
+        Series(gpu="GPU-0", index=0, t=t, util=[util0] * 10),
+        Series(gpu="GPU-1", index=1, t=t, util=[util1] * 10)])
+
+
+def test_over_the_line_evicts_training_beside_inference_and_closes_the_gpu(cluster):
+    api, core, ext = cluster
+    guard = LoadGuard(ext, pod_evictor(core))
+    # GPU 1 holds training only: a busy training GPU is not an SLO risk, nothing to do.
+    assert guard.on_report(report(0.99, 1.0)) == [("default", "train")]
+    assert api.evictions == [("default", "train")]
+    assert ext.state.blocked[0].tolist() == [True, False]
+    m = ext.metrics
+    assert m.guard_evictions._value.get() == 1 and m.guard_trips._value.get() == 1
+    assert m.guard_blocked._value.get() == 1
+    assert api.wait_for(lambda: "u-train" not in ext.state.running)
+    # Under the safe line but over the recede line (0.85): the GPU stays closed.
+    guard.on_report(report(0.9, 0.5, "r-00000002"))
+    assert ext.state.blocked[0, 0]
+    guard.on_report(report(0.3, 0.5, "r-00000003"))  # web alone, near its forecast 0.25
+    assert not ext.state.blocked.any() and m.guard_blocked._value.get() == 0
+
+
+def test_a_follower_closes_the_gpu_but_does_not_evict(cluster):
+    api, core, ext = cluster
+    guard = LoadGuard(ext, pod_evictor(core), is_leader=lambda: False)
+    assert guard.on_report(report(0.99, 0.2)) == []
+    assert api.evictions == [] and ext.state.blocked[0, 0]
+
+
+def test_ingest_runs_the_guard_on_every_accepted_report(cluster, tmp_path):
+    api, core, ext = cluster
+    guard = LoadGuard(ext, pod_evictor(core))
+    ingest = IngestService(UsageHistory(str(tmp_path / "h.db")), ext.metrics, None,
+                           on_report=guard.on_report)
+    code, body = ingest.handle(report(0.99, 0.2).model_dump_json().encode(), {})
+    assert code == 200 and body["duplicate"] is False
+    assert api.evictions == [("default", "train")]
+    text = generate_latest(ext.metrics.registry).decode()
+    assert "gsched_guard_evictions_total 1.0" in text
+
+
+def test_recede_line_above_safe_line_is_refused(cluster):
+    _, core, ext = cluster
+    with pytest.raises(ValueError, match="recede_line"):
+        LoadGuard(ext, pod_evictor(core), safe_line=0.8, recede_line=0.9)
+
+
+def test_a_gpu_measured_well_over_its_forecast_is_closed_without_evictions(cluster):
+    api, core, ext = cluster
+    guard = LoadGuard(ext, pod_evictor(core))
+    # GPU 0 is forecast at 0.75 (web: half a GPU at 0.5, train: half a GPU at 1.0).
+    guard.on_report(report(0.8, 0.2))
+    assert not ext.state.blocked.any()
+    guard.on_report(report(0.99, 0.2, "r-00000002"))  # over the line: train leaves
+    assert api.wait_for(lambda: "u-train" not in ext.state.running)
+    guard.on_report(report(0.35, 0.2, "r-00000003"))  # web alone, near its 0.25: reopened
+    assert not ext.state.blocked.any()
+    # 0.6 is under the recede line but 0.35 over web's forecast: closed, no eviction
+    guard.on_report(report(0.6, 0.2, "r-00000004"))
+    assert ext.state.blocked[0, 0] and api.evictions == [("default", "train")]

@@ -1,0 +1,122 @@
+"""The load guard and the promised window, on traces whose answers follow by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gsched.models import Cluster, Job, Node, Trace
+from gsched.scheduler.policies.policy import PolicyConfig
+from gsched.scheduler.policies.registry import make_policy
+from gsched.simulator.engine import SimConfig, Simulation
+from gsched.simulator.guard import GuardConfig
+from gsched.simulator.load import LoadDeviation
+
+
+def one_gpu() -> Cluster:
+    return Cluster(nodes=[Node(name="n0", gpu_count=1, gpu_model="A100")],
+                   prices={"A100": 1.0})
+
+
+def svc(prof: np.ndarray) -> Job:
+    return Job(id="svc", kind="inference", submit_time=0, profile=prof, priority=100)
+
+
+def train(util: float, dur: float = 20000.0) -> Job:
+    return Job(id="train", kind="training", submit_time=0, duration=dur, preemptible=True,
+               utilization=util)
+
+
+def run(jobs: list[Job], **cfg: object) -> Simulation:
+    tr = Trace(jobs=jobs, source="hand")
+    s = Simulation(tr, one_gpu(), make_policy("tidal", PolicyConfig(headroom=0.1)),
+                   SimConfig(**cfg))
+    s.run()
+    return s
+
+
+SURGE = LoadDeviation(surge=1.0, surge_start_slot=8, surge_slots=4)  # 02:00-03:00, x2
+
+
+def test_guard_evicts_training_within_one_report_and_bounds_the_risk() -> None:
+    jobs = [svc(np.full(96, 0.5)), train(0.3)]
+    without = run(jobs, deviation=SURGE, until_s=40000)
+    with_guard = run(jobs, deviation=SURGE, guard=GuardConfig(report_interval_s=10),
+                     until_s=40000)
+    f0, f1 = without._result(0, 1.0).figures, with_guard._result(0, 1.0).figures
+    # Without the guard the GPU is at 1.3 for the whole surge hour.
+    assert f0["slo_risk_slot_minutes"] == pytest.approx(60.0)
+    assert f0["preemptions"] == 0
+    # With it, training leaves at the first report after 02:00 (7205 s): 5 s over.
+    assert f1["guard_evictions"] == 1
+    assert f1["slo_risk_slot_minutes"] == pytest.approx(5 / 60)
+    assert f1["evictions_per_training_job"] == 1.0
+    assert f1["guard_gpu_blocks"] == 1
+
+
+def test_guard_closes_the_gpu_until_the_load_recedes() -> None:
+    jobs = [svc(np.full(96, 0.5)), train(0.3)]
+    s = run(jobs, deviation=SURGE, guard=GuardConfig(report_interval_s=10))
+    job = s.runs["train"]
+    # The surge (inference alone at 1.0, over the recede line 0.9) lasts until 03:00;
+    # training restarts only at the first report after it, 10805 s.
+    assert job.run_start == pytest.approx(10805.0)
+    assert not s.state.blocked.any()
+    f = s._result(0, 1.0).figures
+    assert f["completed_training_jobs"] == 1
+    assert f["gpu_hours_lost_share"] == pytest.approx(
+        (5 + 120) / 3600 / f["training_gpu_hours"])
+
+
+def test_no_guard_action_when_load_is_as_forecast() -> None:
+    s = run([svc(np.full(96, 0.5)), train(0.3)], guard=GuardConfig())
+    f = s._result(0, 1.0).figures
+    assert f["guard_evictions"] == 0 and f["guard_gpu_blocks"] == 0
+    assert f["evictions_per_training_job"] == 0.0
+
+
+def _peak_at_one_hour() -> np.ndarray:
+    prof = np.full(96, 0.2)
+    prof[4:12] = 0.45  # 01:00-03:00: forecast 0.95 with training, over cap 0.9
+    return prof
+
+
+def test_promised_window_defers_planned_moves_until_it_runs_out() -> None:
+    jobs = [svc(_peak_at_one_hour()), train(0.5)]
+    plain = run(jobs, guard=GuardConfig(promise_s=0))
+    promised = run(jobs, guard=GuardConfig(promise_s=7200))
+    fp, fq = plain._result(0, 1.0).figures, promised._result(0, 1.0).figures
+    assert fp["planned_preemptions"] == 1 and fp["promise_deferred_moves"] == 0
+    # Moves asked at 01:00, 01:15, 01:30, 01:45 wait; the one at 02:00 goes ahead.
+    assert fq["promise_deferred_moves"] == 4
+    assert fq["planned_preemptions"] == 1
+    assert fq["guard_evictions"] == 0  # 0.95 measured is under the 1.0 safe line
+
+
+def test_a_promise_never_holds_training_on_a_gpu_forecast_over_the_line() -> None:
+    prof = np.full(96, 0.2)
+    prof[4:12] = 0.6  # 1.1 with training from 01:00: moved as planned, not evicted
+    s = run([svc(prof), train(0.5)], guard=GuardConfig(promise_s=7200))
+    f = s._result(0, 1.0).figures
+    assert f["planned_preemptions"] == 1 and f["promise_deferred_moves"] == 0
+    assert f["guard_evictions"] == 0 and f["slo_risk_slot_minutes"] == 0
+
+
+def test_the_guard_breaks_the_promise_when_the_forecast_was_wrong() -> None:
+    jobs = [svc(np.full(96, 0.5)), train(0.3)]
+    s = run(jobs, deviation=SURGE, guard=GuardConfig(report_interval_s=10, promise_s=36000))
+    f = s._result(0, 1.0).figures
+    assert f["guard_evictions"] == 1
+    assert f["slo_risk_slot_minutes"] == pytest.approx(5 / 60)
+
+
+def test_a_gpu_measured_well_over_its_forecast_takes_no_new_work() -> None:
+    # The service doubles (0.3 -> 0.6) during the surge: with the training beside it
+    # 0.7, under the recede line, but 0.3 over its forecast, so the guard closes the GPU
+    # while the surge lasts, and evicts nothing.
+    jobs = [svc(np.full(96, 0.3)), train(0.1)]
+    s = run(jobs, deviation=SURGE, guard=GuardConfig(), until_s=9000)
+    assert s.state.blocked[0, 0]
+    after = run(jobs, deviation=SURGE, guard=GuardConfig(), until_s=11000)
+    assert not after.state.blocked.any()
+    assert after._result(0, 1.0).figures["guard_evictions"] == 0
