@@ -57,17 +57,3 @@ def test_replan_places_queued_work_and_drops_the_tail_that_cannot_fit() -> None:
     assert "q0" in plan.targets  # the queue head is what is kept
     on_gpu1 = [j for j, (_, g) in plan.targets.items() if g == (1,)]
     assert len(on_gpu1) <= 1
-
-
-def test_neighbourhood_size_is_an_int_and_the_lns_neighbourhood() -> None:
-    from gsched.scheduler.packing.greedy import greedy
-    from gsched.scheduler.packing.problem import Workload, build_problem
-    from gsched.scheduler.packing.replan import _NeighbourhoodSize
-
-    size = _NeighbourhoodSize(3)
-    assert size == 3 and size + 1 == 4 and isinstance(size, int)
-    wls = [Workload(id=f"w{k}", load=np.full(96, 0.3)) for k in range(6)]
-    prob = build_problem(wls, cluster(6), headroom=0.1)
-    pk = greedy(prob, rule="first")
-    victims, receivers = size(prob, pk, np.random.default_rng(0), size)
-    assert set(victims).isdisjoint(receivers)

@@ -59,7 +59,8 @@ class TidalPolicy(Policy):
         """(feasible, scores, GPUs per node) for the job, memoised until the state or the
         slot moves (drivers ask `feasible`, `score` and `choose_gpus` for one decision)."""
         slot = state.current_slot
-        key = (id(state), job.id, int(state.node_version.sum()), slot)
+        key = (id(state), job.id, id(job), job.utilization, int(state.node_version.sum()),
+               slot)  # the job object too: a re-read job may keep its id, not its load
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         index = self.index(state)
