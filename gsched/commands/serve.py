@@ -116,6 +116,10 @@ def serve_cmd(
                                              "fgd, peak, tidal).")] = "tidal",
     headroom: Annotated[float, typer.Option(help="Share of each GPU kept free of predicted "
                                                  "load (tidal).")] = 0.1,
+    workload: Annotated[Path | None, typer.Option(
+        help="A trace whose jobs describe the expected workload: the target distribution "
+             "that fgd and tidal weigh fragmentation against (gsched simulate uses the "
+             "simulated trace's own).")] = None,
     db: Annotated[Path, typer.Option(help="SQLite store: profiles, assignments, usage "
                                           "history.")] = Path("gsched.db"),
     token_file: Annotated[Path | None, typer.Option(
@@ -188,7 +192,12 @@ def serve_cmd(
     for f in (tls_cert, tls_key, tls_client_ca):
         if f is not None and not f.is_file():
             raise InputError("no such file", file=str(f))
-    pol = make_policy(policy, PolicyConfig(headroom=headroom))
+    expected = []
+    if workload is not None:
+        from gsched.traces.load import load_trace
+
+        expected = load_trace(workload).jobs
+    pol = make_policy(policy, PolicyConfig(headroom=headroom, workload=expected))
     metrics = SchedulerMetrics()
     store, history = _open_store(db, history_resolution)
     stoppers: list = []

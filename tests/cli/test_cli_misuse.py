@@ -67,6 +67,7 @@ CASES: list[tuple[str, str]] = [
     ("serve --cluster c.yaml --host no-such-host.invalid --port 0", "field '--host'"),
     ("serve --cluster c.yaml --headroom 1.5", "field '--headroom'"),
     ("serve --cluster c.yaml --policy nope", "unknown policy 'nope'"),
+    ("serve --cluster c.yaml --workload no-such-trace.csv", "trace file not found"),
     ("serve --cluster eight.yaml", "count must be a whole number"),
     ("serve --cluster c.yaml --db adir", "field '--db': is a directory"),
     ("serve --cluster c.yaml --tls-cert c.yaml", "give both --tls-cert and --tls-key"),

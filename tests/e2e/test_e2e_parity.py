@@ -33,9 +33,13 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.parametrize("policy", ["tidal", "binpack"])
 def test_simulator_and_real_cluster_place_every_pod_alike(env, policy, tmp_path):
     env.nodes(NODES, cpu=NODE_CPU, memory=NODE_MEMORY)
-    r = env.replica(f"parity-{policy}", policy=policy,
-                    extra=["--no-move-training"]).start()
     jobs, steps = make_plan()
+    # The expected workload (the target distribution fgd-style scores weigh) is the
+    # plan's jobs, as the simulator takes the simulated trace's own.
+    order = {j.name: float(k) for k, j in enumerate(jobs)}
+    workload = write_trace(tmp_path / "workload.csv", jobs, order, {})
+    r = env.replica(f"parity-{policy}", policy=policy,
+                    extra=["--no-move-training", "--workload", str(workload)]).start()
     by_name = {j.name: j for j in jobs}
     created: dict[str, float] = {}
     deleted: dict[str, float] = {}
