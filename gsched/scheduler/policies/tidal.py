@@ -40,6 +40,7 @@ class TidalPolicy(Policy):
         self._indexes: weakref.WeakKeyDictionary[ClusterState, LoadIndex] = (
             weakref.WeakKeyDictionary())
         self._memo: tuple | None = None
+        self._fit_memo: tuple | None = None
         self.set_workload(self.config.workload)
 
     def set_workload(self, jobs: list[Job]) -> None:
@@ -54,21 +55,35 @@ class TidalPolicy(Policy):
             self._indexes[state] = idx
         return idx
 
-    def _evaluate(self, state: ClusterState, job: Job
-                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]:
-        """(feasible, scores, GPUs per node) for the job, memoised until the state or the
-        slot moves (drivers ask `feasible`, `score` and `choose_gpus` for one decision)."""
-        slot = state.current_slot
-        key = (id(state), job.id, id(job), job.utilization, int(state.node_version.sum()),
-               slot)  # the job object too: a re-read job may keep its id, not its load
-        if self._memo is not None and self._memo[0] == key:
-            return self._memo[1]
+    def _key(self, state: ClusterState, job: Job) -> tuple:
+        # the job object too: a re-read job may keep its id, not its load
+        return (id(state), job.id, id(job), job.utilization, int(state.node_version.sum()),
+                state.current_slot)
+
+    def _fit(self, state: ClusterState, job: Job) -> tuple[np.ndarray, object]:
+        """(feasible nodes, per-GPU fit) for the job: all that `filter` needs, memoised
+        until the state or the slot moves. Kept apart from the scores, which cost more,
+        so that the extender's filter verb does not pay for prioritize's work."""
+        key = self._key(state, job)
+        if self._fit_memo is not None and self._fit_memo[0] == key:
+            return self._fit_memo[1]
         index = self.index(state)
         mask = index.node_mask(job)
         fit = None
         if job.num_gpu:
             fit = index.fit(job, mask)
             mask = mask & (fit.ok.sum(axis=1) >= job.num_gpu)
+        self._fit_memo = (key, (mask, fit))
+        return mask, fit
+
+    def _evaluate(self, state: ClusterState, job: Job
+                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]:
+        """(feasible, scores, GPUs per node) for the job, memoised until the state or the
+        slot moves (drivers ask `feasible`, `score` and `choose_gpus` for one decision)."""
+        key = self._key(state, job)
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
+        mask, fit = self._fit(state, job)
         shape = (job.shape_key(), job.preemptible, job.kind, job.profile_name or id(job.profile),
                  job.utilization)
         scores, gpus = self.frag.node_scores(state, job, shape, mask, fit)
@@ -79,12 +94,12 @@ class TidalPolicy(Policy):
     def filter(self, state: ClusterState, job: Job) -> np.ndarray:
         reasons = state.fit_reasons(job, -np.inf)  # model, count, memory, CPU, RAM
         if job.num_gpu:
-            feasible = self._evaluate(state, job)[0]
+            feasible = self._fit(state, job)[0]
             reasons[(reasons == 0) & ~feasible] = Reason.PROFILE
         return reasons
 
     def feasible(self, state: ClusterState, job: Job) -> np.ndarray:
-        return self._evaluate(state, job)[0]
+        return self._fit(state, job)[0]
 
     def fit_key(self, job: Job) -> tuple:
         return (job.shape_key(), job.preemptible, job.profile_name or id(job.profile),
