@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from gsched.models import DAY_SECONDS
+from gsched.scheduler.extender.periodic import PeriodicStep
 from gsched.scheduler.extender.verbs import Extender
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 Evict = Callable[[str, str], None]  # (namespace, name)
 
 
-class Planner:
+class Planner(PeriodicStep):
+    thread_name = "gsched-planner"
+
     def __init__(self, extender: Extender, evict: Evict, *,
                  is_leader: Callable[[], bool] = lambda: True, lead_s: float = 120.0,
                  clock: Callable[[], float] = time.time) -> None:
@@ -79,21 +82,3 @@ class Planner:
         self._last_plan = now
         m.plan_age.set(0.0)
         return done
-
-    def start(self, interval_s: float = 10.0) -> Planner:
-        def loop() -> None:
-            while not self._stop.wait(interval_s):
-                try:
-                    self.step()
-                except Exception:  # planning must never take the server down
-                    log.exception("planning step failed")
-
-        self._thread = threading.Thread(target=loop, name="gsched-planner", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None

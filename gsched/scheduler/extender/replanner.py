@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from gsched.scheduler.extender.periodic import PeriodicStep
 from gsched.scheduler.extender.verbs import Extender
 from gsched.scheduler.packing.replan import WorkItem, replan, window_load
 
@@ -30,8 +31,10 @@ log = logging.getLogger(__name__)
 Evict = Callable[[str, str], None]
 
 
-class LeaderReplanner:
+class LeaderReplanner(PeriodicStep):
     """See the module docstring; `step()` is one pass, `start()` runs it on a thread."""
+
+    thread_name = "gsched-replanner"
 
     def __init__(self, extender: Extender, evict: Evict | None, *,
                  is_leader: Callable[[], bool] = lambda: True, every_s: float = 900.0,
@@ -136,21 +139,3 @@ class LeaderReplanner:
         log.info("re-plan: %d running + %d pending pods on %d GPUs, %d moved (%.2f s)",
                  len(running), plan.planned_queued, plan.gpus, len(moved), plan.seconds)
         return moved
-
-    def start(self, interval_s: float = 10.0) -> LeaderReplanner:
-        def loop() -> None:
-            while not self._stop.wait(interval_s):
-                try:
-                    self.step()
-                except Exception:  # planning must never take the server down
-                    log.exception("re-plan step failed")
-
-        self._thread = threading.Thread(target=loop, name="gsched-replanner", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
