@@ -123,13 +123,25 @@ def learned_vs_day(trace: Trace, day: int, peak: float = 0.9) -> tuple[Trace, Fo
         p = learn_profiles({"c": (t[past], r[past])}, now=day * DAY_SECONDS, slots=slots,
                            capacity=1.0, min_samples=1)["c"].array()
         scale = peak / max(p.max(), 1e-9)
-        today = (t >= day * DAY_SECONDS) & (t < (day + 1) * DAY_SECONDS)
-        slot = ((t[today] % DAY_SECONDS) // (DAY_SECONDS / slots)).astype(int)
-        real = (np.bincount(slot, weights=r[today], minlength=slots)
-                / np.maximum(np.bincount(slot, minlength=slots), 1))  # slot mean
         name = f"learned-m-large-c{k}"
         forecast[f"servegen-m-large-c{k}"] = np.clip(p * scale, 0.0, 1.0)
-        actual[name] = [float(x) for x in real * scale]
+        actual[name] = [float(x) for x in slot_means(t, r, day, slots) * scale]
+    return with_learned_profiles(trace, forecast, actual, day)
+
+
+def slot_means(t: np.ndarray, r: np.ndarray, day: int, slots: int) -> np.ndarray:
+    """Day `day` of a series (t, r) as the mean of each time-of-day slot."""
+    today = (t >= day * DAY_SECONDS) & (t < (day + 1) * DAY_SECONDS)
+    slot = ((t[today] % DAY_SECONDS) // (DAY_SECONDS / slots)).astype(int)
+    return (np.bincount(slot, weights=r[today], minlength=slots)
+            / np.maximum(np.bincount(slot, minlength=slots), 1))
+
+
+def with_learned_profiles(trace: Trace, forecast: dict[str, np.ndarray],
+                          actual: dict[str, list[float]], day: int
+                          ) -> tuple[Trace, ForecastVsActual]:
+    """The trace with each ServeGen service booking `forecast` (renamed learned-...),
+    and the day's `actual` load for the simulator to score against."""
     jobs = []
     for j in trace.jobs:
         if j.profile_name in forecast:
@@ -137,7 +149,7 @@ def learned_vs_day(trace: Trace, day: int, peak: float = 0.9) -> tuple[Trace, Fo
             j = j.model_copy(update={"profile": forecast[j.profile_name],
                                      "profile_name": f"learned-m-large-c{k}"})
         jobs.append(j)
-    return (Trace(jobs=jobs, slots=slots, source=f"{trace.source} (learned, day {day})"),
+    return (Trace(jobs=jobs, slots=trace.slots, source=f"{trace.source} (learned, day {day})"),
             ForecastVsActual(actual_by_profile=actual))
 
 

@@ -34,7 +34,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_tidal_sim import ROOT, ForecastVsActual, big_trace, with_lucid_utilisation
+from bench_tidal_sim import (
+    ROOT,
+    ForecastVsActual,
+    big_trace,
+    slot_means,
+    with_learned_profiles,
+    with_lucid_utilisation,
+)
 
 from gsched.models import DAY_SECONDS, Trace
 from gsched.scheduler.packing.forecast import booking, error_margin
@@ -89,13 +96,6 @@ def _servegen(k: int) -> tuple[np.ndarray, np.ndarray]:
                          f"language-m-large-chunk-{k}-trace.csv")
 
 
-def _slot_means(t: np.ndarray, r: np.ndarray, day: int, slots: int) -> np.ndarray:
-    today = (t >= day * DAY_SECONDS) & (t < (day + 1) * DAY_SECONDS)
-    slot = ((t[today] % DAY_SECONDS) // (DAY_SECONDS / slots)).astype(int)
-    return (np.bincount(slot, weights=r[today], minlength=slots)
-            / np.maximum(np.bincount(slot, minlength=slots), 1))
-
-
 def _learned(t: np.ndarray, r: np.ndarray, day: int, slots: int) -> np.ndarray:
     past = t < day * DAY_SECONDS
     return learn_profiles({"c": (t[past], r[past])}, now=day * DAY_SECONDS, slots=slots,
@@ -119,19 +119,11 @@ def learned_vs_day(trace: Trace, day: int, margins: bool, peak: float = 0.9,
         if margins:
             held = range(day - held_back, day)
             m = error_margin([_learned(t, r, d, slots) * scale for d in held],
-                             [_slot_means(t, r, d, slots) * scale for d in held], q, kind)
+                             [slot_means(t, r, d, slots) * scale for d in held], q, kind)
         booked[f"servegen-m-large-c{k}"] = booking(p * scale, m, kind=kind)
         actual[f"learned-m-large-c{k}"] = [float(x) for x in
-                                           _slot_means(t, r, day, slots) * scale]
-    jobs = []
-    for j in trace.jobs:
-        if j.profile_name in booked:
-            k = j.profile_name.rsplit("c", 1)[1]
-            j = j.model_copy(update={"profile": booked[j.profile_name],
-                                     "profile_name": f"learned-m-large-c{k}"})
-        jobs.append(j)
-    return (Trace(jobs=jobs, slots=slots, source=f"{trace.source} (learned, day {day})"),
-            ForecastVsActual(actual_by_profile=actual))
+                                           slot_means(t, r, day, slots) * scale]
+    return with_learned_profiles(trace, booked, actual, day)
 
 
 # -- one scenario ----------------------------------------------------------------------
