@@ -24,7 +24,7 @@ from gsched.scheduler.policies.online import LoadIndex
 from gsched.scheduler.policies.plan_follow import plan_scores, planned_gpus
 from gsched.scheduler.policies.policy import Policy, PolicyConfig
 from gsched.scheduler.policies.state import EPS, ClusterState, Reason
-from gsched.scheduler.policies.tidal_frag import TimeFragmentation
+from gsched.scheduler.policies.tidal_frag import GpuChoice, TimeFragmentation
 
 
 class TidalPolicy(Policy):
@@ -77,16 +77,14 @@ class TidalPolicy(Policy):
         return mask, fit
 
     def _evaluate(self, state: ClusterState, job: Job
-                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]:
+                  ) -> tuple[np.ndarray, np.ndarray, GpuChoice]:
         """(feasible, scores, GPUs per node) for the job, memoised until the state or the
         slot moves (drivers ask `feasible`, `score` and `choose_gpus` for one decision)."""
         key = self._key(state, job)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         mask, fit = self._fit(state, job)
-        shape = (job.shape_key(), job.preemptible, job.kind, job.profile_name or id(job.profile),
-                 job.utilization)
-        scores, gpus = self.frag.node_scores(state, job, shape, mask, fit)
+        scores, gpus = self.frag.node_scores(state, job, mask, fit)
         self._memo = (key, (mask, scores, gpus))
         return mask, scores, gpus
 

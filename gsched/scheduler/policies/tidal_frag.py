@@ -59,33 +59,58 @@ def cpu_per_gpu(jobs: list[Job]) -> float:
 
 
 @dataclass
-class _Cache:
-    version: np.ndarray  # node version each entry was computed at
-    score: np.ndarray
-    gpus: list[tuple[int, ...]]
-    ok: np.ndarray       # the job's per-GPU fit it was computed from
-    tscore: np.ndarray   # and the per-GPU tidal score
+class _Terms:
+    """The fragmentation terms of one request shape (GPU count, per-GPU peak demand,
+    CPU), per node version: what a job of that shape does to each node's fragmentation,
+    whatever its daily profile (the profile only decides which GPUs fit and their tidal
+    score, `online.GpuFit`)."""
+
+    version: np.ndarray    # (nodes,) node version each row was computed at
+    stranded: np.ndarray   # (nodes,) GPU stranded behind missing CPU, after minus before
+    band: np.ndarray       # (nodes, gpus) banded dF per GPU taken (one GPU); else (nodes,)
+    take: np.ndarray | None = None  # several GPUs: the GPUs `band` was computed for
+
+
+class GpuChoice:
+    """The job's GPUs on each node, built on demand (a driver asks for one node)."""
+
+    def __init__(self, k: int, best: np.ndarray | None = None,
+                 take: np.ndarray | None = None) -> None:
+        self.k, self.best, self.take = k, best, take
+
+    def __getitem__(self, node: int) -> tuple[int, ...]:
+        if self.k == 0:
+            return ()
+        if self.best is not None:
+            return (int(self.best[node]),)
+        assert self.take is not None
+        return tuple(int(i) for i in np.flatnonzero(self.take[node]))
 
 
 class TimeFragmentation:
-    """Per-node scores and GPU choices for one state, cached per node version."""
+    """Per-node scores and GPU choices for one state. The profile-independent part (the
+    fragmentation terms) is cached per request shape and node version; the job's own
+    per-GPU fit is combined with it in a few vector operations per decision."""
 
     #: milli-GPU of dF per unit of the sigmoid's argument (the paper's 1000)
     band_scale = 1000.0
+    #: at most this many cached (nodes x GPUs) cells of terms, over every shape
+    max_cells = 40_000_000
 
     def __init__(self, jobs: list[Job], headroom: float) -> None:
         self.cap = 1.0 - headroom
         self.pods = TargetPods.from_jobs(jobs, demand=peak_milli)
         self.rho = cpu_per_gpu(jobs)
-        self._cache: dict[tuple, _Cache] = {}
+        self._terms: dict[tuple, _Terms] = {}
         self._state_id = -1
 
     def _bind(self, state: ClusterState) -> None:
         if self._state_id != id(state):
             self._state_id = id(state)
-            self._cache.clear()
+            self._terms.clear()
             self._version = np.full(state.n_nodes, -1, dtype=np.int64)
             self._frag = np.zeros(state.n_nodes)
+            self._left = np.zeros((state.n_nodes, state.max_gpus), dtype=np.int64)
             self._access = self.pods.access(state.model_names).T[state.node_model]
 
     def peak_left(self, state: ClusterState, nodes: np.ndarray) -> np.ndarray:
@@ -104,90 +129,113 @@ class TimeFragmentation:
         """The banded fragmentation score of a dF (milli-GPU)."""
         return sigmoid_score(delta * (1000.0 / self.band_scale))
 
-    def _before(self, state: ClusterState, nodes: np.ndarray, left: np.ndarray,
-                cpu: np.ndarray) -> np.ndarray:
+    def _node_state(self, state: ClusterState, nodes: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(peak left, free CPU, F before) of `nodes`, the first and last cached per node
+        version (shared by every shape)."""
+        cpu = cpu_left(state)[nodes]
         stale = self._version[nodes] != state.node_version[nodes]
         if stale.any():
             idx = nodes[stale]
-            self._frag[idx] = self.pods.fragmentation(left[stale], cpu[stale],
-                                                      self._access[idx])
+            left = self.peak_left(state, idx)
+            self._left[idx] = left
+            self._frag[idx] = self.pods.fragmentation(left, cpu[stale], self._access[idx])
             self._version[idx] = state.node_version[idx]
-        return self._frag[nodes]
+        return self._left[nodes], cpu, self._frag[nodes]
 
-    def node_scores(self, state: ClusterState, job: Job, key: tuple, feasible: np.ndarray,
-                    fit: GpuFit | None) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    def node_scores(self, state: ClusterState, job: Job, feasible: np.ndarray,
+                    fit: GpuFit | None) -> tuple[np.ndarray, GpuChoice]:
         """(score per node, -inf where infeasible; the job's GPUs per node). `fit` is the
-        tidal per-GPU fit of the job (None for a CPU-only job); `key` names the job's
-        shape and profile. A node is recomputed when its state or the job's fit on it
-        changed (the fit moves with the time slot only where load varies over the day)."""
+        tidal per-GPU fit of the job (None for a CPU-only job). The fragmentation terms
+        of the job's shape are recomputed only for nodes whose state changed (and, for a
+        several-GPU job, whose chosen GPUs changed); the fit is combined with them
+        afresh, as it moves with the job's profile and the time slot."""
         self._bind(state)
-        cache = self._cache.get(key)
-        if cache is None:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            g = state.max_gpus
-            cache = self._cache[key] = _Cache(np.full(state.n_nodes, -1, dtype=np.int64),
-                                              np.full(state.n_nodes, -np.inf),
-                                              [()] * state.n_nodes,
-                                              np.zeros((state.n_nodes, g), dtype=bool),
-                                              np.zeros((state.n_nodes, g)))
-        changed = cache.version != state.node_version
-        if fit is not None:
-            tscore = np.where(fit.ok, fit.score, 0.0)
-            changed |= (fit.ok != cache.ok).any(axis=1) | (tscore != cache.tscore).any(axis=1)
-        stale = np.flatnonzero(changed)
-        if len(stale):
-            score, gpus = self._compute(state, job, stale, fit)
-            cache.score[stale] = score
-            for i, n in enumerate(stale):
-                cache.gpus[n] = gpus[i]
-            cache.version[stale] = state.node_version[stale]
-            if fit is not None:
-                cache.ok[stale] = fit.ok[stale]
-                cache.tscore[stale] = tscore[stale]
-        return np.where(feasible, cache.score, -np.inf), cache.gpus
+        k = job.num_gpu if fit is not None else 0
+        d = peak_milli(job)
+        terms = self._shape_terms(state, job, k, d)
+        stale = terms.version != state.node_version
+        take = None
+        if k > 1:
+            assert fit is not None and terms.take is not None
+            order = np.argsort(-np.where(fit.ok, fit.score, -np.inf), axis=1, kind="stable")
+            take = np.zeros_like(fit.ok)
+            np.put_along_axis(take, order[:, :k], True, axis=1)
+            take &= fit.ok
+            stale |= (take != terms.take).any(axis=1)
+        rows = np.flatnonzero(stale)
+        if len(rows):
+            terms.band[rows], terms.stranded[rows] = self._compute(
+                state, job, k, rows, None if take is None else take[rows])
+            terms.version[rows] = state.node_version[rows]
+            if take is not None:
+                terms.take[rows] = take[rows]
+        score, best = self._combine(job, k, terms, fit, take)
+        return np.where(feasible, score, -np.inf), GpuChoice(k, best, take)
 
-    def _compute(self, state: ClusterState, job: Job, nodes: np.ndarray,
-                 fit: GpuFit | None) -> tuple[np.ndarray, list[tuple[int, ...]]]:
-        left = self.peak_left(state, nodes)
-        cpu = cpu_left(state)[nodes]
+    def _shape_terms(self, state: ClusterState, job: Job, k: int, d: int) -> _Terms:
+        key = (k, d, job.cpu_milli)
+        terms = self._terms.get(key)
+        if terms is None:
+            n, g = state.n_nodes, state.max_gpus
+            if (len(self._terms) + 1) * n * g > self.max_cells:
+                self._terms.clear()
+            terms = self._terms[key] = _Terms(
+                np.full(n, -1, dtype=np.int64), np.zeros(n),
+                np.zeros((n, g)) if k == 1 else np.zeros(n),
+                np.zeros((n, g), dtype=bool) if k > 1 else None)
+        return terms
+
+    # -- the score: fragmentation terms (per shape) and how they rank with the fit ------
+    def _compute(self, state: ClusterState, job: Job, k: int, nodes: np.ndarray,
+                 take: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(band, stranded) of `nodes` for the job's shape: the band per GPU for a
+        one-GPU job, for the GPUs in `take` for a several-GPU job, of the CPU alone for
+        a CPU-only job."""
+        left, cpu, before = self._node_state(state, nodes)
         acc = self._access[nodes]
-        before = self._before(state, nodes, left, cpu)
         after_cpu = cpu - job.cpu_milli
-        k, d = job.num_gpu, peak_milli(job)
+        d = peak_milli(job)
         rows, g = left.shape
         total = np.clip(left, 0, None).sum(axis=1).astype(np.float64)
         stranded = self.stranded(total - k * d, after_cpu) - self.stranded(total, cpu)
-        gpus: list[tuple[int, ...]] = [()] * rows
-        tidal = np.zeros(rows)
-        if k == 0 or fit is None:
+        if k == 0:
             band = self.band(before - self.pods.fragmentation(left, after_cpu, acc))
         elif k == 1:
-            ok, tscore = fit.ok[nodes], np.where(fit.ok[nodes], fit.score[nodes], 0.0)
             cand = np.repeat(left[:, None, :], g, axis=1)
             cand[:, np.arange(g), np.arange(g)] -= d
             np.maximum(cand, np.where(left >= 0, 0, -1)[:, None, :], out=cand)
             after = self.pods.fragmentation(cand.reshape(rows * g, g), np.repeat(after_cpu, g),
                                             np.repeat(acc, g, axis=0)).reshape(rows, g)
-            raw = self.band(before[:, None] - after)
+            band = self.band(before[:, None] - after)
+        else:
+            assert take is not None
+            after_left = np.where(take, np.maximum(left - d, 0), left)
+            band = self.band(before - self.pods.fragmentation(after_left, after_cpu, acc))
+        return band, stranded
+
+    @staticmethod
+    def _combine(job: Job, k: int, terms: _Terms, fit: GpuFit | None,
+                 take: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(score per node, best GPU per node for a one-GPU job): the band, the stranded
+        GPU and the tidal score, lexicographic (the module docstring)."""
+        best = None
+        if k == 0 or fit is None:
+            band, tidal = terms.band, np.zeros(len(terms.band))
+        elif k == 1:
+            raw, ok = terms.band, fit.ok
+            tscore = np.where(ok, fit.score, 0.0)
             if load_first(job):
                 per_gpu = np.where(ok, tscore + W_BAND * raw, -np.inf)
             else:
                 per_gpu = np.where(ok, raw + W_TIDAL * tscore, -np.inf)
             best = np.argmax(per_gpu, axis=1)
-            band = raw[np.arange(rows), best]
-            tidal = tscore[np.arange(rows), best]
-            gpus = [(int(b),) for b in best]
+            r = np.arange(len(raw))
+            band, tidal = raw[r, best], tscore[r, best]
         else:
-            ok = fit.ok[nodes]
-            order = np.argsort(-np.where(ok, fit.score[nodes], -np.inf), axis=1, kind="stable")
-            take = np.zeros_like(ok)
-            np.put_along_axis(take, order[:, :k], True, axis=1)
-            take &= ok
-            after_left = np.where(take, np.maximum(left - d, 0), left)
-            band = self.band(before - self.pods.fragmentation(after_left, after_cpu, acc))
-            tidal = np.where(take, fit.score[nodes], 0.0).sum(axis=1) / k
-            gpus = [tuple(int(i) for i in np.flatnonzero(take[r])) for r in range(rows)]
+            band = terms.band
+            tidal = np.where(take, fit.score, 0.0).sum(axis=1) / k
+        stranded = terms.stranded
         if load_first(job):  # interleaving first, then fragmentation
-            return tidal + W_BAND * (band - W_STRANDED * stranded), gpus
-        return band - W_STRANDED * stranded + W_TIDAL * tidal, gpus
+            return tidal + W_BAND * (band - W_STRANDED * stranded), best
+        return band - W_STRANDED * stranded + W_TIDAL * tidal, best
