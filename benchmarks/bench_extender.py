@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import argparse
 import gc
-import http.client
+import multiprocessing
 import os
 import platform
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -133,23 +135,63 @@ class Served:
         self.port = int(m.group(1))
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used (user + system)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
 
 
 class Conn:
+    """One keep-alive HTTP/1.1 connection with a lean client (a socket, the request line
+    and three headers written at once, the answer read by its Content-Length), so that
+    the client's own parsing is not counted as the server's latency."""
+
     def __init__(self, port: int) -> None:
-        self.c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    @staticmethod
+    def encode(path: str, body: bytes) -> bytes:
+        return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def send(self, request: bytes) -> tuple[int, bytes]:
+        """Write a pre-encoded request; (status, body) of the answer."""
+        self.sock.sendall(request)
+        buf = self.buf
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            buf += self._recv()
+        head, rest = buf[:end], buf[end + 4:]
+        status = int(head[9:12])
+        m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        length = int(m.group(1)) if m else 0
+        chunks, have = [rest], len(rest)
+        while have < length:
+            chunk = self._recv()
+            chunks.append(chunk)
+            have += len(chunk)
+        data = b"".join(chunks)
+        self.buf = data[length:]
+        return status, data[:length]
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        return chunk
 
     def post(self, path: str, body: bytes, parse: bool = True) -> tuple[float, object]:
+        request = self.encode(path, body)
         t0 = time.perf_counter()
-        self.c.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-        r = self.c.getresponse()
-        data = r.read()
+        status, data = self.send(request)
         dt = time.perf_counter() - t0
-        if r.status != 200:
-            raise RuntimeError(f"{path}: {r.status} {data[:200]!r}")
+        if status != 200:
+            raise RuntimeError(f"{path}: {status} {data[:200]!r}")
         return dt, orjson.loads(data) if parse else data
 
 
@@ -206,27 +248,45 @@ def cycle(port: int, pods: list[dict], names: list[str], nodes_json: dict | None
     return {"lat": lat, "requests": requests, "wall": wall}
 
 
-def throughput(port: int, pods: list[dict], names: list[str], connections: int,
-               per_conn: int) -> float:
-    """Peak filter+prioritize requests/s with `connections` concurrent clients."""
-    bodies = [orjson.dumps({"Pod": p, "Nodes": None, "NodeNames": names})
-              for p in pods[:per_conn]]
-    done = [0] * connections
+def _client(port: int, requests: list[bytes], start: Any, out: Any) -> None:
+    """One load-generator process: its own connection, pre-encoded requests sent in
+    order, answers read (status checked) but not decoded."""
+    conn = Conn(port)
+    start.wait()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for req in requests:
+        status, data = conn.send(req)
+        if status != 200:
+            out.put(("error", f"{status} {data[:200]!r}"))
+            return
+    out.put((len(requests), t0, time.perf_counter(), time.process_time() - c0))
 
-    def run(k: int) -> None:
-        c = Conn(port)
-        for b in bodies:  # answers are read, not decoded: the server's rate is measured
-            c.post("/filter", b, parse=False)
-            c.post("/prioritize", b, parse=False)
-            done[k] += 2
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(connections)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(done) / (time.perf_counter() - t0)
+def throughput(port: int, pods: list[dict], names: list[str], connections: int
+               ) -> tuple[float, float]:
+    """(peak filter+prioritize requests/s, CPU cores the load generator used) with
+    `connections` client processes, each asking about its own pods (no pod twice)."""
+    per = len(pods) // connections
+    ctx = multiprocessing.get_context("fork")
+    start, out = ctx.Barrier(connections + 1), ctx.Queue()
+    procs = []
+    for k in range(connections):
+        reqs = []
+        for p in pods[k * per:(k + 1) * per]:
+            body = orjson.dumps({"Pod": p, "Nodes": None, "NodeNames": names})
+            reqs += [Conn.encode("/filter", body), Conn.encode("/prioritize", body)]
+        procs.append(ctx.Process(target=_client, args=(port, reqs, start, out), daemon=True))
+    for pr in procs:
+        pr.start()
+    start.wait()
+    results = [out.get(timeout=600) for _ in procs]
+    for pr in procs:
+        pr.join(timeout=30)
+    errors = [r[1] for r in results if r[0] == "error"]
+    if errors:
+        raise RuntimeError(f"throughput: {errors[0]}")
+    wall = max(r[2] for r in results) - min(r[1] for r in results)
+    return sum(r[0] for r in results) / wall, sum(r[3] for r in results) / wall
 
 
 def main() -> None:
@@ -236,15 +296,18 @@ def main() -> None:
     ap.add_argument("--policies", default="tidal,binpack")
     ap.add_argument("--pods", type=int, default=300, help="pods per run, nodeCacheCapable")
     ap.add_argument("--nocache-pods", type=int, default=20, help="pods per run, Nodes mode")
-    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--connections", type=int, default=4,
+                    help="load-generator processes of the throughput test (0: none)")
+    ap.add_argument("--tput-pods", type=int, default=100,
+                    help="pods per connection in the throughput test")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; server and load generator share it\n")
     print("| nodes | policy | mode | filter p50 / p99 (ms) | prioritize p50 / p99 (ms) | "
           "bind p50 / p99 (ms) | req/s (closed loop) | req/s, "
-          f"{a.connections} connections | load avg |")
-    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+          f"{a.connections} connections | load avg | CPU cores, server / generator |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in [int(x) for x in a.nodes.split(",")]:
         names = [f"gpu-node-{i}" for i in range(n)]
         nodes_json = k8s_nodes(n) if a.nocache_pods else None
@@ -266,10 +329,14 @@ def main() -> None:
                         cycle(srv.port, pods[:20], names, None)  # warm-up
                         r = cycle(srv.port, pods[20:], names,
                                   None if mode == "NodeNames" else nodes_json)
-                        tput = ""
+                        tput = cores = ""
                         if mode == "NodeNames" and a.connections:
-                            more = [k8s_pod(10_000 + i, rng) for i in range(100)]
-                            tput = f"{throughput(srv.port, more, names, a.connections, 50):,.0f}"
+                            more = [k8s_pod(10_000 + i, rng)
+                                    for i in range(a.connections * a.tput_pods)]
+                            c0, t0 = srv.cpu_seconds(), time.perf_counter()
+                            rate, gen = throughput(srv.port, more, names, a.connections)
+                            server = (srv.cpu_seconds() - c0) / (time.perf_counter() - t0)
+                            tput, cores = f"{rate:,.0f}", f"{server:.2f} / {gen:.2f}"
                     finally:
                         srv.stop()
                 lat = r["lat"]
@@ -277,7 +344,7 @@ def main() -> None:
                         for v, xs in lat.items()}
                 print(f"| {n:,} | {policy} | {mode} | {cell['filter']} | {cell['prioritize']}"
                       f" | {cell['bind']} | {r['requests'] / r['wall']:,.0f} | {tput} | "
-                      f"{os.getloadavg()[0]:.1f} |", flush=True)
+                      f"{os.getloadavg()[0]:.1f} | {cores} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,40 @@ RECENT_LISTS = 4
 class NameList:
     names: list[str]
     idx: np.ndarray
+    #: the `HostPriorityList` of these nodes with every score 0, and where each score's
+    #: digit is in it (built on the first prioritize over this list)
+    zero: bytes | None = None
+    digit: np.ndarray | None = None
+
+
+def priority_template(nl: NameList, entries: list[bytes]) -> None:
+    """Fill `nl.zero` / `nl.digit` from the nodes' encoded zero-score entries
+    (`{"Host":"n","Score":0}`, in list order)."""
+    lengths = np.fromiter(map(len, entries), dtype=np.int64, count=len(entries))
+    starts = np.ones(len(entries), dtype=np.int64)  # after the opening bracket
+    starts[1:] += np.cumsum(lengths[:-1] + 1)       # each entry, then a comma
+    nl.zero = b"[" + b",".join(entries) + b"]"
+    nl.digit = starts + lengths - 2                  # the digit before the closing brace
+
+
+def priority_answer(nl: NameList, scores: np.ndarray) -> bytes:
+    """The `HostPriorityList` of `nl` with `scores` (0..10): its zero-score template with
+    the non-zero digits written in; a 10 is one character longer, spliced in."""
+    assert nl.zero is not None and nl.digit is not None
+    buf = bytearray(nl.zero)
+    view = np.frombuffer(buf, dtype=np.uint8)
+    nz = np.flatnonzero(scores)
+    view[nl.digit[nz]] = ord("0") + np.minimum(scores[nz], 9)
+    tens = nl.digit[nz[scores[nz] >= 10]].tolist()
+    if not tens:
+        return bytes(buf)
+    parts, last = [], 0
+    for at in tens:  # "1" is written; a "0" follows it
+        view[at] = ord("1")
+        parts += [buf[last:at + 1], b"0"]
+        last = at + 1
+    parts.append(buf[last:])
+    return b"".join(parts)
 
 
 def with_gpus(pj: podlib.PodJob, gpus: tuple[int, ...]) -> podlib.PodJob:

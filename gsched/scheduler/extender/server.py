@@ -105,6 +105,7 @@ class App:
         self.metrics = metrics
         self.config = config
         self.ready = ready or (lambda: True)
+        self.names = wire.NameListCache()
         self.routes: dict[tuple[str, str], tuple[str, Callable[[bytes, Mapping[str, str]],
                                                                Response]]] = {}
         p = config.prefix
@@ -161,16 +162,31 @@ class App:
         model = {"filter": wire.ExtenderArgs, "prioritize": wire.ExtenderArgs,
                  "bind": wire.ExtenderBindingArgs, "preempt": wire.ExtenderPreemptionArgs}[verb]
 
+        lists = model is wire.ExtenderArgs  # filter, prioritize: a NodeNames list
+
         def handle(body: bytes, headers: Mapping[str, str]) -> Response:
             if not self.authorised(headers):
                 return _bad(401, "missing or wrong bearer token")
+            names = None
             try:
-                raw = orjson.loads(body)  # 2x json's speed on 10,000-name lists
+                if lists:  # the same 10,000 names again: not decoded again
+                    raw, names = self.names.loads(body)
+                else:
+                    raw = orjson.loads(body)  # 2x json's speed on 10,000-name lists
             except (orjson.JSONDecodeError, RecursionError) as e:
                 return _bad(400, f"invalid JSON: {e}")
             try:
                 args = wire.parse(model, raw)
+                if lists:
+                    if names is not None:
+                        args.node_names = names
+                    else:
+                        self.names.remember(args.node_names)
                 result = getattr(self.extender, verb)(args)
+                if verb == "filter" and isinstance(result, dict) and \
+                        result.get("NodeNames") is not args.node_names:
+                    # prioritize asks about the nodes that passed
+                    self.names.remember(result.get("NodeNames"))
             except wire.WireError as e:
                 return _bad(400, f"invalid {model.__name__}: {e}", e.field)
             except RecursionError:

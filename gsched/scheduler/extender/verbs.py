@@ -225,7 +225,7 @@ class Extender:
         """`names` with their node indices (-1 for unknown), from the recent lists if it
         is one of them (lock held)."""
         for i, nl in enumerate(self._lists):
-            if len(nl.names) == len(names) and nl.names == names:
+            if nl.names is names or (len(nl.names) == len(names) and nl.names == names):
                 if i:
                     self._lists.insert(0, self._lists.pop(i))
                 return nl
@@ -249,7 +249,8 @@ class Extender:
 
     def _priority_list(self, nl: answers.NameList, scores: np.ndarray) -> RawJSON:
         """`HostPriorityList` JSON: every node's eleven possible entries are encoded once
-        (a nodes x 11 array of bytes), so an answer is one fancy-index and one join."""
+        (a nodes x 11 array of bytes); a list of known nodes keeps its zero-score answer,
+        so an answer is that template with the few non-zero digits written in."""
         if self._node_entries is None:
             entries = np.empty((self.state.n_nodes, MAX_EXTENDER_PRIORITY + 1), dtype=object)
             for i, name in enumerate(self.state.node_names):
@@ -257,14 +258,14 @@ class Extender:
             self._node_entries = entries
         known = nl.idx >= 0
         if known.all():
-            parts = self._node_entries[nl.idx, scores].tolist()
-        else:
-            picked = np.empty(len(nl.names), dtype=object)
-            picked[known] = self._node_entries[nl.idx[known], scores[known]]
-            for i in np.flatnonzero(~known).tolist():
-                picked[i] = host_entries(nl.names[i])[int(scores[i])]
-            parts = picked.tolist()
-        return RawJSON(b"[" + b",".join(parts) + b"]")
+            if nl.zero is None:
+                answers.priority_template(nl, self._node_entries[nl.idx, 0].tolist())
+            return RawJSON(answers.priority_answer(nl, scores))
+        picked = np.empty(len(nl.names), dtype=object)
+        picked[known] = self._node_entries[nl.idx[known], scores[known]]
+        for i in np.flatnonzero(~known).tolist():
+            picked[i] = host_entries(nl.names[i])[int(scores[i])]
+        return RawJSON(b"[" + b",".join(picked.tolist()) + b"]")
 
     def _remember(self, pj: podlib.PodJob) -> None:
         with self.lock:

@@ -20,8 +20,11 @@ answers with 400.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MIN_EXTENDER_PRIORITY = 0
@@ -219,3 +222,92 @@ def dump(obj: BaseModel | list[BaseModel]) -> Any:
     if isinstance(obj, list):
         return [o.model_dump(by_alias=True) for o in obj]
     return obj.model_dump(by_alias=True)
+
+
+#: what a known `NodeNames` array is replaced with before decoding (see `NameListCache`)
+_ELIDED = "gsched:node-names-elided"
+_ELIDED_JSON = b'"' + _ELIDED.encode() + b'"'
+_NODE_NAMES_KEY = b'"NodeNames":'
+
+
+class NameListCache:
+    """Recent long `NodeNames` lists by their exact JSON encoding.
+
+    kube-scheduler sends every node's name in every filter request (and prioritize asks
+    about the list filter answered), the same list over and over; decoding 10,000 names,
+    validating them and comparing them with the last list costs more than the policy's
+    answer. `loads(body)` finds a remembered encoding right after the `"NodeNames":` key,
+    decodes the body with a short placeholder in its place, and hands back the
+    remembered list object itself. It is used only when that is provably the same as
+    decoding the whole body: the placeholder must come back exactly once in the decoded
+    body, as the value of its only top-level `NodeNames` key (any case); otherwise the
+    body is decoded whole.
+    """
+
+    def __init__(self, size: int = 8, min_names: int = 64) -> None:
+        self.size, self.min_names = size, min_names
+        self._items: OrderedDict[bytes, list[str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, names: list[str] | None) -> None:
+        """Keep a list (one seen in a request or sent in an answer) for later requests."""
+        if names is None or len(names) < self.min_names:
+            return
+        encoded = orjson.dumps(names)
+        with self._lock:
+            self._items[encoded] = names
+            self._items.move_to_end(encoded)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def loads(self, body: bytes) -> tuple[Any, list[str] | None]:
+        """(decoded body, the remembered `NodeNames` list or None). With a list, the
+        decoded body's `NodeNames` is None (the caller puts the list in after
+        validation). Raises what `orjson.loads(body)` raises."""
+        at = body.find(_NODE_NAMES_KEY)
+        if at >= 0 and self._items:
+            start = at + len(_NODE_NAMES_KEY)
+            with self._lock:
+                known = list(self._items.items())
+            for encoded, names in reversed(known):  # the most recent first
+                if body.startswith(encoded, start):
+                    rest = body[:start] + _ELIDED_JSON + body[start + len(encoded):]
+                    raw = _elided_once(rest)
+                    if raw is not None:
+                        with self._lock:
+                            if encoded in self._items:
+                                self._items.move_to_end(encoded)
+                        return raw, names
+                    break
+        return orjson.loads(body), None
+
+
+def _elided_once(rest: bytes) -> dict[str, Any] | None:
+    """`rest` decoded with its placeholder as the only top-level `NodeNames` value (set
+    to None), or None when the placeholder is anywhere else or more than once."""
+    try:
+        raw = orjson.loads(rest)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    keys = [k for k in raw if k.lower() == "nodenames"]
+    if len(keys) != 1 or raw[keys[0]] != _ELIDED:
+        return None
+    # Only a \u escape can spell the placeholder other than literally; without one, one
+    # literal occurrence is the one put there. With one, count what was decoded.
+    if rest.count(_ELIDED.encode()) != 1 or (b"\\u" in rest and _count(raw, _ELIDED) != 1):
+        return None
+    raw[keys[0]] = None
+    return raw
+
+
+def _count(obj: Any, text: str) -> int:
+    """How many keys and string values in a decoded JSON document equal `text`."""
+    if isinstance(obj, str):
+        return int(obj == text)
+    if isinstance(obj, dict):
+        return sum(int(k == text) + _count(v, text) for k, v in obj.items())
+    if isinstance(obj, list):
+        return sum(_count(v, text) for v in obj)
+    return 0

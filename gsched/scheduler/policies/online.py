@@ -24,7 +24,7 @@ lands in the GPU's valley, so the GPU's peak hardly grows) and a fuller day.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,12 +40,26 @@ def guarded(job: Job) -> bool:
     return job.kind == "inference" and job.profile is not None
 
 
-@dataclass
 class GpuFit:
-    """Per GPU of every node: does the job fit, and how good a home is it."""
+    """Per GPU of every node: does the job fit, and how good a home is it.
 
-    ok: np.ndarray     # (nodes, gpus) bool
-    score: np.ndarray  # (nodes, gpus) float, -inf where not ok
+    `ok` is computed at once; `score` when first asked (a feasibility check, the
+    extender's filter, never needs it). Both describe the state as it was when the fit
+    was made: ask for the score before the state changes (the policies memoise a fit per
+    node version, so they do)."""
+
+    def __init__(self, ok: np.ndarray, score: np.ndarray | None = None,
+                 scorer: Callable[[], np.ndarray] | None = None) -> None:
+        self.ok = ok  # (nodes, gpus) bool
+        self._score, self._scorer = score, scorer
+
+    @property
+    def score(self) -> np.ndarray:
+        """(nodes, gpus) float, -inf where not ok."""
+        if self._score is None:
+            assert self._scorer is not None
+            self._score, self._scorer = self._scorer(), None
+        return self._score
 
 
 class LoadIndex:
@@ -92,7 +106,7 @@ class LoadIndex:
                                            1.0) + EPS
         if self._win_slot >= 0:
             win = (self._win_slot + np.arange(self.window)) % st.slots
-            self.win_max[changed] = self.load_t[win][:, changed].max(axis=0)
+            self.win_max[changed] = self.load_t[win[:, None], changed].max(axis=0)
         self.firm_block[:, changed] = np.moveaxis(
             firm.reshape(len(changed), st.max_gpus, self.blocks, -1).max(axis=3), 2, 0)
         self.firm_peak[changed] = firm.max(axis=2)
@@ -137,7 +151,7 @@ class LoadIndex:
         return mask
 
     def fit(self, job: Job, nodes: np.ndarray | None = None) -> GpuFit:
-        """Which GPUs of every node can take the job now, and their scores.
+        """Which GPUs of every node can take the job now, and (when asked) their scores.
 
         Only the rows of `nodes` (default: those passing `node_mask`) are evaluated;
         the rest come back as not fitting.
@@ -146,10 +160,9 @@ class LoadIndex:
         st = self.state
         mask = self.node_mask(job) if nodes is None else nodes
         idx = np.flatnonzero(mask)
-        ok_full = np.zeros(st.gpu_valid.shape, dtype=bool)
-        score_full = np.full(st.gpu_valid.shape, -np.inf)
         if not len(idx):
-            return GpuFit(ok_full, score_full)
+            return GpuFit(np.zeros(st.gpu_valid.shape, dtype=bool),
+                          np.full(st.gpu_valid.shape, -np.inf))
         # A slice keeps every row a view (no copy of the load cube) in the common case.
         rows = slice(None) if len(idx) == st.n_nodes else idx
         base = st.gpu_valid[rows] & ~st.blocked[rows]  # the load guard's closed GPUs
@@ -164,9 +177,7 @@ class LoadIndex:
             cap = self.train_cap[rows]
         if lpeak > (self.cap if infer else 1.0) + EPS:  # exclusive: whole empty GPUs only
             ok = base & (jobs_on == 0)
-            ok_full[rows] = ok
-            score_full[rows] = np.where(ok, W_FILL * min(lmean, 1.0), -np.inf)
-            return GpuFit(ok_full, score_full)
+            return self._full(rows, ok, np.where(ok, W_FILL * min(lmean, 1.0), -np.inf))
         # window: everything placed (preemptible too) plus the job, next `window` slots
         win = self.window_slots()
         if job.profile is None:  # flat load: only the window's highest load matters
@@ -178,31 +189,63 @@ class LoadIndex:
                 np.subtract(cap, self.load_t[s][rows], out=room)
                 ok &= room >= load[s]
         firm_peak = self.firm_peak[rows]
-        if job.profile is None:
-            # A flat load: the day's new peak is the firm peak plus the load, exactly.
-            new_peak = firm_peak + lpeak
-            if not job.preemptible:
-                ok &= new_peak <= cap
-        else:
-            with_job = self.firm_block[:, rows] + lb[:, None, None]  # (blocks, rows, gpus)
-            new_peak = np.maximum.reduce(with_job, axis=0)
-            if not job.preemptible:
-                sure = new_peak <= cap  # every block's maximum fits
-                firm_tp = self.firm_t[tp][rows]
-                amb = ok & ~sure & (firm_tp + load[tp] <= cap)
-                ok &= sure | amb
-                if amb.any():
-                    ri, gi = np.nonzero(amb)
-                    firm = self.firm_t[:, idx[ri], gi].T  # (ambiguous GPUs, slots)
-                    ok[ri, gi] = ((firm + load) <= cap[ri, gi, None]).all(axis=1)
-        inter = 1.0 - (new_peak - firm_peak) / max(lpeak, EPS)
-        score = (W_OCCUPIED * (jobs_on > 0) + W_INTERLEAVE * np.clip(inter, 0.0, 1.0)
-                 + W_FILL * np.minimum(self.firm_mean[rows] + lmean, 1.0))
-        score = np.where(ok, score, -np.inf)
+        if not job.preemptible:
+            # The day's new peak: exactly the firm peak plus the load for a flat load. For
+            # a profile, a GPU whose firm peak plus the job's peak fits surely fits every
+            # block (the block maxima are no larger, and rounding is monotone); only the
+            # others get the block test, and the few it leaves ambiguous the exact one.
+            fits_peak = firm_peak + lpeak <= cap
+            if job.profile is None:
+                ok &= fits_peak
+            else:
+                ri, gi = np.nonzero(ok & ~fits_peak)
+                if len(ri):
+                    ni = ri if isinstance(rows, slice) else idx[ri]
+                    c = cap[ri, gi]
+                    sure = (self.firm_block[:, ni, gi] + lb[:, None]).max(axis=0) <= c
+                    amb = ~sure & (self.firm_t[tp, ni, gi] + load[tp] <= c)
+                    if amb.any():
+                        firm = self.firm_t[:, ni[amb], gi[amb]].T  # (ambiguous GPUs, slots)
+                        amb[amb] = ((firm + load) <= c[amb, None]).all(axis=1)
+                    ok[ri, gi] = sure | amb
+        stamp = int(st.node_version.sum())
+
+        def scorer() -> np.ndarray:
+            if int(st.node_version.sum()) != stamp:
+                raise RuntimeError("a GPU fit was scored after the state changed")
+            if job.profile is None:
+                new_peak = firm_peak + lpeak
+            else:  # block by block: no (blocks x nodes x gpus) temporary
+                new_peak = self.firm_block[0][rows] + lb[0]
+                tmp = np.empty_like(new_peak)
+                for b in range(1, self.blocks):
+                    np.add(self.firm_block[b][rows], lb[b], out=tmp)
+                    np.maximum(new_peak, tmp, out=new_peak)
+            inter = 1.0 - (new_peak - firm_peak) / max(lpeak, EPS)
+            score = (W_OCCUPIED * (jobs_on > 0) + W_INTERLEAVE * np.clip(inter, 0.0, 1.0)
+                     + W_FILL * np.minimum(self.firm_mean[rows] + lmean, 1.0))
+            return np.where(ok, score, -np.inf)
+
         if isinstance(rows, slice):  # every row asked: the arrays are the answer
-            return GpuFit(ok, score)
+            return GpuFit(ok, scorer=scorer)
+        ok_full = np.zeros(st.gpu_valid.shape, dtype=bool)
         ok_full[rows] = ok
-        score_full[rows] = score
+
+        def full_scorer() -> np.ndarray:
+            out = np.full(st.gpu_valid.shape, -np.inf)
+            out[rows] = scorer()
+            return out
+
+        return GpuFit(ok_full, scorer=full_scorer)
+
+    def _full(self, rows: slice | np.ndarray, ok: np.ndarray, score: np.ndarray) -> GpuFit:
+        """A fit of `rows` as a fit of every node (the others do not fit)."""
+        if isinstance(rows, slice):
+            return GpuFit(ok, score)
+        st = self.state
+        ok_full = np.zeros(st.gpu_valid.shape, dtype=bool)
+        score_full = np.full(st.gpu_valid.shape, -np.inf)
+        ok_full[rows], score_full[rows] = ok, score
         return GpuFit(ok_full, score_full)
 
     def node_scores(self, job: Job, nodes: np.ndarray | None = None

@@ -169,11 +169,26 @@ def normalized_scores(scores: np.ndarray, feasible: np.ndarray, top: int = 10) -
     rest[pick] = False
     if rest.any():
         others = vals[rest]
-        levels = np.unique(others)  # ascending
-        rank = len(levels) - 1 - np.searchsorted(levels, others)
-        out[idx[rest]] = np.maximum(top - 1 - rank, 0)
+        levels = _top_levels(others, top)  # ascending; every level that ranks above 0
+        ranked = others >= levels[0]
+        rank = len(levels) - np.searchsorted(levels, others[ranked], side="right")
+        score = np.zeros(len(others), dtype=np.int64)
+        score[ranked] = np.maximum(top - 1 - rank, 0)
+        out[idx[rest]] = score
     out[idx[pick]] = top
     return out
+
+
+def _top_levels(vals: np.ndarray, top: int) -> np.ndarray:
+    """The `top` highest distinct values of `vals` (all of them if fewer), ascending:
+    from a partial sort of the largest few, not a sort of all 10,000."""
+    m, take = len(vals), 4 * top
+    while take < m:
+        cand = np.unique(np.partition(vals, m - take)[m - take:])
+        if len(cand) >= top:
+            return cand[-top:]
+        take *= 4
+    return np.unique(vals)[-top:]
 
 
 def resource_fractions(state: ClusterState, job: Job, reserve: float) -> Iterable[np.ndarray]:
