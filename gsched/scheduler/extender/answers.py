@@ -21,7 +21,7 @@ from gsched.scheduler.extender.wire import ExtenderArgs, ExtenderPreemptionArgs,
 RECENT_LISTS = 4
 
 
-@dataclass
+@dataclass(eq=False)
 class NameList:
     names: list[str]
     idx: np.ndarray
@@ -29,6 +29,20 @@ class NameList:
     #: digit is in it (built on the first prioritize over this list)
     zero: bytes | None = None
     digit: np.ndarray | None = None
+
+
+def passing_list(recent: list[NameList], names: list[str], idx: np.ndarray,
+                 ok: np.ndarray) -> NameList:
+    """The nodes of `names` that passed filter, as a NameList: a recent one with the same
+    nodes when there is one (its list object, its prioritize template), else a new one.
+    Successive pods mostly pass on the same nodes; reusing the list saves building it,
+    encoding it and, in prioritize, resolving it again."""
+    kept = idx[ok]
+    if (kept >= 0).all():  # known nodes: the indices determine the names
+        for nl in recent:
+            if len(nl.idx) == len(kept) and np.array_equal(nl.idx, kept):
+                return nl
+    return NameList(list(itertools.compress(names, ok.tolist())), kept)
 
 
 def priority_template(nl: NameList, entries: list[bytes]) -> None:
@@ -76,7 +90,7 @@ def filter_result(cache_mode: bool, names: list[str], items: list[dict[str, Any]
                    unresolvable: dict[str, str]) -> dict[str, Any]:
     """`ExtenderFilterResult` in canonical form: `NodeNames` in nodeCacheCapable mode,
     else `Nodes` with the passing Node objects (what kube-scheduler reads in each)."""
-    keep = ok.tolist() if ok is not None else None
+    keep = ok.tolist() if ok is not None and not ok.all() else None
     res: dict[str, Any] = {"Nodes": None, "NodeNames": None, "FailedNodes": failed,
                            "FailedAndUnresolvableNodes": unresolvable, "Error": ""}
     if cache_mode:

@@ -240,6 +240,7 @@ class Extender:
         return nl, nl.idx, nl.idx >= 0
 
     def _keep(self, nl: answers.NameList) -> answers.NameList:
+        self._lists = [x for x in self._lists if x is not nl]
         self._lists.insert(0, nl)
         del self._lists[answers.RECENT_LISTS:]
         return nl
@@ -310,11 +311,12 @@ class Extender:
                     continue
                 r = Reason(int(reasons[i]))
                 (unresolvable if r in UNRESOLVABLE else failed)[names[i]] = r.message
-        result = answers.filter_result(cache_mode, names, items, ok, failed, unresolvable)
         if cache_mode and not ok.all():  # prioritize will most likely ask about these
             with self.lock:
-                self._keep(answers.NameList(result["NodeNames"], idx[ok]))
-        return result
+                passed = answers.passing_list(self._lists, names, idx, ok)
+                self._keep(passed)
+            return answers.filter_result(True, passed.names, items, None, failed, unresolvable)
+        return answers.filter_result(cache_mode, names, items, ok, failed, unresolvable)
 
     def prioritize(self, args: ExtenderArgs) -> list[dict[str, Any]] | RawJSON:
         names = args.candidate_names()

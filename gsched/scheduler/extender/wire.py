@@ -253,6 +253,11 @@ class NameListCache:
         """Keep a list (one seen in a request or sent in an answer) for later requests."""
         if names is None or len(names) < self.min_names:
             return
+        with self._lock:
+            for encoded, known in self._items.items():
+                if known is names:  # already here (e.g. a filter answer used again)
+                    self._items.move_to_end(encoded)
+                    return
         encoded = orjson.dumps(names)
         with self._lock:
             self._items[encoded] = names

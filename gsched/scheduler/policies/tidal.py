@@ -20,7 +20,7 @@ import weakref
 import numpy as np
 
 from gsched.models import Job
-from gsched.scheduler.policies.online import LoadIndex
+from gsched.scheduler.policies.online import LoadIndex, row_count
 from gsched.scheduler.policies.plan_follow import plan_scores, planned_gpus
 from gsched.scheduler.policies.policy import Policy, PolicyConfig
 from gsched.scheduler.policies.state import EPS, ClusterState, Reason
@@ -72,7 +72,7 @@ class TidalPolicy(Policy):
         fit = None
         if job.num_gpu:
             fit = index.fit(job, mask)
-            mask = mask & (fit.ok.sum(axis=1) >= job.num_gpu)
+            mask = mask & (row_count(fit.ok) >= job.num_gpu)
         self._fit_memo = (key, (mask, fit))
         return mask, fit
 
@@ -90,9 +90,12 @@ class TidalPolicy(Policy):
 
     # -- the three questions ---------------------------------------------------
     def filter(self, state: ClusterState, job: Job) -> np.ndarray:
-        reasons = state.fit_reasons(job, -np.inf)  # model, count, memory, CPU, RAM
         if job.num_gpu:
             feasible = self._fit(state, job)[0]
+            if feasible.all():  # feasible implies every check below passes
+                return np.zeros(state.n_nodes, dtype=np.int8)
+        reasons = state.fit_reasons(job, -np.inf)  # model, count, memory, CPU, RAM
+        if job.num_gpu:
             reasons[(reasons == 0) & ~feasible] = Reason.PROFILE
         return reasons
 

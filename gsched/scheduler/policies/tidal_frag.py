@@ -28,7 +28,7 @@ import numpy as np
 from gsched.models import Job
 from gsched.scheduler.policies.fgd_paper import TargetPods, sigmoid_score
 from gsched.scheduler.policies.milli import MILLI, cpu_left
-from gsched.scheduler.policies.online import GpuFit
+from gsched.scheduler.policies.online import GpuFit, row_count
 from gsched.scheduler.policies.state import ClusterState
 
 #: weights that make the three criteria lexicographic (see the module docstring)
@@ -162,7 +162,7 @@ class TimeFragmentation:
             take = np.zeros_like(fit.ok)
             np.put_along_axis(take, order[:, :k], True, axis=1)
             take &= fit.ok
-            stale |= (take != terms.take).any(axis=1)
+            stale |= row_count(take != terms.take) > 0
         rows = np.flatnonzero(stale)
         if len(rows):
             terms.band[rows], terms.stranded[rows] = self._compute(
@@ -223,15 +223,17 @@ class TimeFragmentation:
         if k == 0 or fit is None:
             band, tidal = terms.band, np.zeros(len(terms.band))
         elif k == 1:
-            raw, ok = terms.band, fit.ok
-            tscore = np.where(ok, fit.score, 0.0)
+            # the fit's score is -inf exactly where the GPU does not fit, so these are
+            # the per-GPU ranks with -inf there, and the tidal score counts 0 there
+            raw, score = terms.band, fit.score
             if load_first(job):
-                per_gpu = np.where(ok, tscore + W_BAND * raw, -np.inf)
+                per_gpu = score + W_BAND * raw
             else:
-                per_gpu = np.where(ok, raw + W_TIDAL * tscore, -np.inf)
+                per_gpu = raw + W_TIDAL * score
             best = np.argmax(per_gpu, axis=1)
-            r = np.arange(len(raw))
-            band, tidal = raw[r, best], tscore[r, best]
+            at = np.arange(0, raw.size, raw.shape[1]) + best
+            band, tidal = raw.reshape(-1)[at], score.reshape(-1)[at]
+            tidal[~fit.ok.reshape(-1)[at]] = 0.0
         else:
             band = terms.band
             tidal = np.where(take, fit.score, 0.0).sum(axis=1) / k
