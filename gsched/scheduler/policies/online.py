@@ -102,6 +102,10 @@ class LoadIndex:
         # capacity a training job may fill; valid for `_win_slot` and current versions
         self._win_slot = -1
         self.win_max = np.zeros((n, g))
+        # per window slot, the room a guarded job has on each GPU (cap - load): valid
+        # for `_room_slot` and current versions
+        self._room_slot = -1
+        self.room = np.zeros((self.window, n, g))
         self.train_cap = np.where(state.forecast_on_gpu > 0, self.cap, 1.0) + EPS
         self._job_cache: dict[tuple, tuple[np.ndarray, np.ndarray, int, float, float]] = {}
 
@@ -120,6 +124,9 @@ class LoadIndex:
         if self._win_slot >= 0:
             win = (self._win_slot + np.arange(self.window)) % st.slots
             self.win_max[changed] = self.load_t[win[:, None], changed].max(axis=0)
+        if self._room_slot >= 0:
+            win = (self._room_slot + np.arange(self.window)) % st.slots
+            self.room[:, changed] = (self.cap + EPS) - self.load_t[win[:, None], changed]
         self.firm_block[:, changed] = np.moveaxis(
             firm.reshape(len(changed), st.max_gpus, self.blocks, -1).max(axis=3), 2, 0)
         self.firm_peak[changed] = firm.max(axis=2)
@@ -143,6 +150,15 @@ class LoadIndex:
     def window_slots(self) -> np.ndarray:
         s = self.state.current_slot
         return (s + np.arange(self.window)) % self.state.slots
+
+    def guarded_room(self) -> np.ndarray:
+        """(window slots, nodes, gpus) capacity minus headroom, minus the load, for the
+        coming window (call after refresh): what a guarded job's load must fit under."""
+        s = self.state.current_slot
+        if s != self._room_slot:
+            np.subtract(self.cap + EPS, self.load_t[self.window_slots()], out=self.room)
+            self._room_slot = s
+        return self.room
 
     def window_max(self) -> np.ndarray:
         """Per GPU, the highest total load over the coming window (call after refresh)."""
@@ -184,10 +200,7 @@ class LoadIndex:
         jobs_on = st.jobs_on_gpu[rows]
         load, lb, tp, lpeak, lmean = self._job_view(job)
         infer = guarded(job)
-        if infer:
-            cap = np.full(base.shape, self.cap + EPS)
-        else:
-            cap = self.train_cap[rows]
+        cap: float | np.ndarray = self.cap + EPS if infer else self.train_cap[rows]
         if lpeak > (self.cap if infer else 1.0) + EPS:  # exclusive: whole empty GPUs only
             ok = base & (jobs_on == 0)
             return self._full(rows, ok, np.where(ok, W_FILL * min(lmean, 1.0), -np.inf))
@@ -195,6 +208,11 @@ class LoadIndex:
         win = self.window_slots()
         if job.profile is None:  # flat load: only the window's highest load matters
             ok = base & (self.window_max()[rows] + lpeak <= cap)
+        elif infer:  # the room under the headroom cap is kept per window slot
+            ok = base.copy()
+            room = self.guarded_room()
+            for i, s in enumerate(win):  # one contiguous (nodes x gpus) slab per slot
+                ok &= room[i][rows] >= load[s]
         else:
             ok = base.copy()
             room = np.empty(base.shape)
@@ -214,7 +232,7 @@ class LoadIndex:
                 ri, gi = np.nonzero(ok & ~fits_peak)
                 if len(ri):
                     ni = ri if isinstance(rows, slice) else idx[ri]
-                    c = cap[ri, gi]
+                    c = cap[ri, gi] if isinstance(cap, np.ndarray) else np.full(len(ri), cap)
                     sure = (self.firm_block[:, ni, gi] + lb[:, None]).max(axis=0) <= c
                     amb = ~sure & (self.firm_t[tp, ni, gi] + load[tp] <= c)
                     if amb.any():
