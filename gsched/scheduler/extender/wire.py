@@ -248,6 +248,8 @@ class NameListCache:
         self.size, self.min_names = size, min_names
         self._items: OrderedDict[bytes, list[str]] = OrderedDict()
         self._lock = threading.Lock()
+        #: requests whose list was not decoded again
+        self.hits = 0
 
     def remember(self, names: list[str] | None) -> None:
         """Keep a list (one seen in a request or sent in an answer) for later requests."""
@@ -280,6 +282,7 @@ class NameListCache:
                     raw = _elided_once(rest)
                     if raw is not None:
                         with self._lock:
+                            self.hits += 1
                             if encoded in self._items:
                                 self._items.move_to_end(encoded)
                         return raw, names
