@@ -42,7 +42,6 @@ memory on the node they run on).
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections import OrderedDict
@@ -51,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from kubernetes.utils import parse_quantity
 from pydantic import ValidationError
 
@@ -341,7 +341,7 @@ def pod_to_job(pod: Mapping[str, Any], profiles: ProfileLookup | None = None,
     return PodJob(uid, namespace, name, str(node), phase, True, job, workload, gpus, deleting)
 
 
-def _fingerprint(pod: Mapping[str, Any]) -> str:
+def _fingerprint(pod: Mapping[str, Any]) -> bytes:
     """What `pod_to_job` reads, as one string: a cache hit must mean the same answer even
     if a caller reuses a uid and resourceVersion with different content."""
     meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
@@ -351,10 +351,11 @@ def _fingerprint(pod: Mapping[str, Any]) -> str:
                                    "annotations", "labels", "ownerReferences")]
     parts += [spec.get(k) for k in ("containers", "initContainers", "priority",
                                     "priorityClassName", "nodeName")]
-    try:
-        return json.dumps(parts, sort_keys=True, default=str)
+    try:  # orjson: a tenth of json's time, twice per pod (filter, then prioritize)
+        return orjson.dumps(parts, default=str,
+                            option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     except (TypeError, ValueError, RecursionError):
-        return ""
+        return b""
 
 
 class PodCache:
@@ -363,12 +364,12 @@ class PodCache:
 
     def __init__(self, size: int = 1024) -> None:
         self.size = size
-        self._items: OrderedDict[str, PodJob | WireError] = OrderedDict()
+        self._items: OrderedDict[bytes, PodJob | WireError] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, pod: Mapping[str, Any], profiles: ProfileLookup | None = None,
             priority_classes: Mapping[str, int] | None = None) -> PodJob:
-        key = _fingerprint(pod) if isinstance(pod, Mapping) else ""
+        key = _fingerprint(pod) if isinstance(pod, Mapping) else b""
         if key:
             with self._lock:
                 hit = self._items.get(key)
