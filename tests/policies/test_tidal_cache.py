@@ -128,3 +128,15 @@ def test_normalized_scores_of_many_nodes_match_a_full_sort(seed):
     feasible = rng.random(n) < rng.uniform(0.2, 1.0)
     assert np.array_equal(normalized_scores(scores, feasible),
                           reference_normalized(scores, feasible))
+
+
+def test_a_job_view_is_never_taken_from_another_profile_with_the_same_id():
+    # entries are keyed on id(profile); an id is reused once its object is gone
+    st = ClusterState(cluster())
+    index = LoadIndex(st)
+    rng = np.random.default_rng(3)
+    a = Job(id="a", kind="inference", submit_time=0.0, gpu_share=0.5, profile=daily(rng, 0.9))
+    b = Job(id="b", kind="inference", submit_time=0.0, gpu_share=0.5, profile=daily(rng, 0.3))
+    index._job_cache[(id(b.profile), 0.5, 1.0, False)] = (*index._job_view(a), a.profile)
+    load, _, _, peak, _ = index._job_view(b)
+    assert np.array_equal(load, b.load_profile(96)) and peak == pytest.approx(b.peak_load)

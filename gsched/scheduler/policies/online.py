@@ -95,6 +95,7 @@ class LoadIndex:
         self.firm_block = np.zeros((self.blocks, n, g))
         self.firm_peak = np.zeros((n, g))
         self.firm_mean = np.zeros((n, g))
+        self.occupied = np.zeros((n, g))  # the score's occupied-GPU term
         # slot-major copies: reading a few slots for every GPU is then contiguous
         self.load_t = np.zeros((t, n, g))
         self.firm_t = np.zeros((t, n, g))
@@ -106,8 +107,9 @@ class LoadIndex:
         # for `_room_slot` and current versions
         self._room_slot = -1
         self.room = np.zeros((self.window, n, g))
+        self.room_min = np.zeros((n, g))  # its minimum over the window
         self.train_cap = np.where(state.forecast_on_gpu > 0, self.cap, 1.0) + EPS
-        self._job_cache: dict[tuple, tuple[np.ndarray, np.ndarray, int, float, float]] = {}
+        self._job_cache: dict[tuple, tuple] = {}
 
     # ------------------------------------------------------------------ cache
     def refresh(self) -> None:
@@ -127,10 +129,12 @@ class LoadIndex:
         if self._room_slot >= 0:
             win = (self._room_slot + np.arange(self.window)) % st.slots
             self.room[:, changed] = (self.cap + EPS) - self.load_t[win[:, None], changed]
+            self.room_min[changed] = self.room[:, changed].min(axis=0)
         self.firm_block[:, changed] = np.moveaxis(
             firm.reshape(len(changed), st.max_gpus, self.blocks, -1).max(axis=3), 2, 0)
         self.firm_peak[changed] = firm.max(axis=2)
         self.firm_mean[changed] = firm.mean(axis=2)
+        self.occupied[changed] = W_OCCUPIED * (st.jobs_on_gpu[changed] > 0)
         self.version[changed] = st.node_version[changed]
 
     def _job_view(self, job: Job) -> tuple[np.ndarray, np.ndarray, int, float, float]:
@@ -138,14 +142,16 @@ class LoadIndex:
         key = (job.profile_name or id(job.profile), job.gpu_share, job.utilization,
                job.profile is None)
         v = self._job_cache.get(key)
-        if v is None:
+        # the entry holds the profile it was made from: an id is only reused once the
+        # object is gone, which the entry prevents
+        if v is None or v[5] is not job.profile:
             load = job.load_profile(self.state.slots)
             v = (load, load.reshape(self.blocks, -1).max(axis=1), int(np.argmax(load)),
-                 float(load.max()), float(load.mean()))
+                 float(load.max()), float(load.mean()), job.profile)
             if len(self._job_cache) > 4096:
                 self._job_cache.clear()
             self._job_cache[key] = v
-        return v
+        return v[:5]
 
     def window_slots(self) -> np.ndarray:
         s = self.state.current_slot
@@ -157,6 +163,7 @@ class LoadIndex:
         s = self.state.current_slot
         if s != self._room_slot:
             np.subtract(self.cap + EPS, self.load_t[self.window_slots()], out=self.room)
+            np.min(self.room, axis=0, out=self.room_min)
             self._room_slot = s
         return self.room
 
@@ -209,10 +216,14 @@ class LoadIndex:
         if job.profile is None:  # flat load: only the window's highest load matters
             ok = base & (self.window_max()[rows] + lpeak <= cap)
         elif infer:  # the room under the headroom cap is kept per window slot
-            ok = base.copy()
+            # room left in every slot for the job's highest load there: surely fits;
+            # the others are tested slot by slot
             room = self.guarded_room()
-            for i, s in enumerate(win):  # one contiguous (nodes x gpus) slab per slot
-                ok &= room[i][rows] >= load[s]
+            ok = base & (self.room_min[rows] >= load[win].max())
+            ri, gi = np.nonzero(base & ~ok)
+            if len(ri):
+                ni = ri if isinstance(rows, slice) else idx[ri]
+                ok[ri, gi] = (room[:, ni, gi] >= load[win][:, None]).all(axis=0)
         else:
             ok = base.copy()
             room = np.empty(base.shape)
@@ -253,7 +264,7 @@ class LoadIndex:
                     np.add(self.firm_block[b][rows], lb[b], out=tmp)
                     np.maximum(new_peak, tmp, out=new_peak)
             inter = 1.0 - (new_peak - firm_peak) / max(lpeak, EPS)
-            score = (W_OCCUPIED * (jobs_on > 0) + W_INTERLEAVE * np.clip(inter, 0.0, 1.0)
+            score = (self.occupied[rows] + W_INTERLEAVE * np.clip(inter, 0.0, 1.0)
                      + W_FILL * np.minimum(self.firm_mean[rows] + lmean, 1.0))
             return np.where(ok, score, -np.inf)
 
