@@ -36,6 +36,7 @@ W_OCCUPIED, W_INTERLEAVE, W_FILL = 1.0, 0.5, 0.25
 
 
 _ROW_WORDS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_POPCOUNT = getattr(np, "bitwise_count", None)  # numpy 2.0+; else the plain sum
 
 
 def row_count(mask: np.ndarray) -> np.ndarray:
@@ -43,9 +44,10 @@ def row_count(mask: np.ndarray) -> np.ndarray:
     one 64-bit word whose set bits are its True bytes, so one popcount per node instead
     of a reduction over 8 elements per node (40x faster at 10,000 nodes)."""
     word = _ROW_WORDS.get(mask.shape[1]) if mask.ndim == 2 else None
-    if word is None or mask.dtype != np.bool_ or not mask.flags.c_contiguous:
+    if (word is None or _POPCOUNT is None or mask.dtype != np.bool_
+            or not mask.flags.c_contiguous):
         return mask.sum(axis=1)
-    return np.bitwise_count(mask.view(word).reshape(-1)).astype(np.int64)
+    return _POPCOUNT(mask.view(word).reshape(-1)).astype(np.int64)
 
 
 def guarded(job: Job) -> bool:
