@@ -222,7 +222,7 @@ class LoadIndex:
             # the others are tested slot by slot
             room = self.guarded_room()
             ok = base & (self.room_min[rows] >= load[win].max())
-            ri, gi = np.nonzero(base & ~ok)
+            ri, gi = np.nonzero(base > ok)  # base and not ok
             if len(ri):
                 ni = ri if isinstance(rows, slice) else idx[ri]
                 ok[ri, gi] = (room[:, ni, gi] >= load[win][:, None]).all(axis=0)
@@ -242,7 +242,7 @@ class LoadIndex:
             if job.profile is None:
                 ok &= fits_peak
             else:
-                ri, gi = np.nonzero(ok & ~fits_peak)
+                ri, gi = np.nonzero(ok > fits_peak)  # ok and not fits_peak
                 if len(ri):
                     ni = ri if isinstance(rows, slice) else idx[ri]
                     c = cap[ri, gi] if isinstance(cap, np.ndarray) else np.full(len(ri), cap)
