@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gsched.models import Cluster, Job, Node
-from gsched.scheduler.policies.online import LoadIndex, row_count
+from gsched.scheduler.policies.online import LoadIndex, row_count, top_k
 from gsched.scheduler.policies.policy import PolicyConfig, normalized_scores, place
 from gsched.scheduler.policies.registry import make_policy
 from gsched.scheduler.policies.state import ClusterState, Placement
@@ -140,3 +140,17 @@ def test_a_job_view_is_never_taken_from_another_profile_with_the_same_id():
     index._job_cache[(id(b.profile), 0.5, 1.0, False)] = (*index._job_view(a), a.profile)
     load, _, _, peak, _ = index._job_view(b)
     assert np.array_equal(load, b.load_profile(96)) and peak == pytest.approx(b.peak_load)
+
+
+def test_top_k_takes_what_a_stable_sort_takes():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        g = int(rng.integers(1, 9))
+        score = np.round(rng.random((30, g)), 1)  # many ties
+        ok = rng.random((30, g)) < 0.7
+        score = np.where(ok, score, -np.inf)
+        for k in range(1, g + 2):
+            order = np.argsort(-score, axis=1, kind="stable")
+            want = np.zeros_like(ok)
+            np.put_along_axis(want, order[:, :k], True, axis=1)
+            assert np.array_equal(top_k(score, ok, k), want & ok)

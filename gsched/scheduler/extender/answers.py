@@ -29,6 +29,16 @@ class NameList:
     #: digit is in it (built on the first prioritize over this list)
     zero: bytes | None = None
     digit: np.ndarray | None = None
+    #: whether it is every node of the cluster in index order (set on first use)
+    every: bool | None = None
+
+
+def whole(nl: NameList, n_nodes: int) -> bool:
+    """Whether `nl` names every node in index order: answers then need no reindexing."""
+    if nl.every is None:
+        nl.every = len(nl.idx) == n_nodes and bool(
+            (nl.idx == np.arange(n_nodes)).all())
+    return nl.every
 
 
 def passing_list(recent: list[NameList], names: list[str], idx: np.ndarray,

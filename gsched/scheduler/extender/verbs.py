@@ -296,9 +296,12 @@ class Extender:
         job = pj.job
         with self.lock:
             nl, idx, known = self._locate(names)
-            reasons = np.zeros(len(names), dtype=np.int64)
-            if known.any():
-                reasons[known] = self.policy.filter(self.state, job)[idx[known]]
+            if answers.whole(nl, self.state.n_nodes):  # every node, in index order
+                reasons = self.policy.filter(self.state, job)
+            else:
+                reasons = np.zeros(len(names), dtype=np.int64)
+                if known.any():
+                    reasons[known] = self.policy.filter(self.state, job)[idx[known]]
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
         ok = reasons == 0
@@ -330,11 +333,13 @@ class Extender:
             scores = np.zeros(len(names), dtype=np.int64)
             if feasible.any():
                 raw = self.policy.score(self.state, job, feasible)
-                # normalise over the nodes asked about, not the whole cluster
-                ask = np.zeros(self.state.n_nodes, dtype=bool)
-                ask[idx[known]] = True
-                norm = normalized_scores(raw, feasible & ask)
-                scores[known] = norm[idx[known]]
+                if answers.whole(nl, self.state.n_nodes):
+                    scores = normalized_scores(raw, feasible)
+                else:  # normalise over the nodes asked about, not the whole cluster
+                    ask = np.zeros(self.state.n_nodes, dtype=bool)
+                    ask[idx[known]] = True
+                    norm = normalized_scores(raw, feasible & ask)
+                    scores[known] = norm[idx[known]]
             np.clip(scores, MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY, out=scores)
             return self._priority_list(nl, scores)
 

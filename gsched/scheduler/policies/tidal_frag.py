@@ -28,7 +28,7 @@ import numpy as np
 from gsched.models import Job
 from gsched.scheduler.policies.fgd_paper import TargetPods, sigmoid_score
 from gsched.scheduler.policies.milli import MILLI, cpu_left
-from gsched.scheduler.policies.online import GpuFit, row_count
+from gsched.scheduler.policies.online import GpuFit, row_count, top_k
 from gsched.scheduler.policies.state import ClusterState
 
 #: weights that make the three criteria lexicographic (see the module docstring)
@@ -158,10 +158,7 @@ class TimeFragmentation:
         take = None
         if k > 1:
             assert fit is not None and terms.take is not None
-            order = np.argsort(-np.where(fit.ok, fit.score, -np.inf), axis=1, kind="stable")
-            take = np.zeros_like(fit.ok)
-            np.put_along_axis(take, order[:, :k], True, axis=1)
-            take &= fit.ok
+            take = top_k(fit.score, fit.ok, k)
             stale |= row_count(take != terms.take) > 0
         rows = np.flatnonzero(stale)
         if len(rows):
