@@ -12,12 +12,17 @@ profile) and whole-GPU training (1-2 GPUs).
 - nodeCacheCapable: `NodeNames` (every node) - the mode gsched's manifests use;
 - Nodes: whole `v1.Node` objects (every node), far bigger requests.
 
-Reported per verb: p50/p99 latency (ms, client side, request written to answer read)
-and requests/s over the whole closed loop (filter + prioritize + bind); then the peak
-requests/s with `--connections` concurrent clients repeating filter+prioritize.
+Reported per verb: p50/p99 latency (ms, client side, request written to answer read,
+with a lean socket client) and requests/s over the whole closed loop (filter +
+prioritize + bind); then the peak filter+prioritize requests/s with `--connections`
+client processes (each its own keep-alive connection and its own `--tput-pods` pods,
+requests encoded up front, answers read but not decoded), and the CPU the server and
+those clients used meanwhile (cores), so that the server's rate per core can be read off
+on a busy machine.
 
 Run: .venv/bin/python benchmarks/bench_extender.py [--nodes 1000,5000,10000]
      [--policies tidal,binpack] [--pods 300] [--nocache-pods 20] [--connections 4]
+     [--tput-pods 100]
 Bounded loops only; loopback only. Prints markdown; docs/benchmarks.md holds a run.
 """
 
