@@ -16,6 +16,7 @@ cost, and the moved job queues again for a GPU that is in its valley.
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 
 import numpy as np
 
@@ -39,14 +40,16 @@ class TidalPolicy(Policy):
         super().__init__(config)
         self._indexes: weakref.WeakKeyDictionary[ClusterState, LoadIndex] = (
             weakref.WeakKeyDictionary())
-        self._memo: tuple | None = None
-        self._fit_memo: tuple | None = None
+        #: a few recent decisions' work, by `_key`: the extender serves several
+        #: connections, so filter and prioritize of one pod may not be back to back
+        self._memo: OrderedDict[tuple, tuple] = OrderedDict()
+        self._fit_memo: OrderedDict[tuple, tuple] = OrderedDict()
         self.set_workload(self.config.workload)
 
     def set_workload(self, jobs: list[Job]) -> None:
         """Replace the target workload whose fragmentation the node score weighs."""
         self.frag = TimeFragmentation(jobs, self.config.headroom)
-        self._memo = None
+        self._memo = OrderedDict()
 
     def index(self, state: ClusterState) -> LoadIndex:
         idx = self._indexes.get(state)
@@ -65,15 +68,16 @@ class TidalPolicy(Policy):
         until the state or the slot moves. Kept apart from the scores, which cost more,
         so that the extender's filter verb does not pay for prioritize's work."""
         key = self._key(state, job)
-        if self._fit_memo is not None and self._fit_memo[0] == key:
-            return self._fit_memo[1]
+        hit = _recall(self._fit_memo, key)
+        if hit is not None:
+            return hit
         index = self.index(state)
         mask = index.node_mask(job)
         fit = None
         if job.num_gpu:
             fit = index.fit(job, mask)
             mask = mask & (row_count(fit.ok) >= job.num_gpu)
-        self._fit_memo = (key, (mask, fit))
+        _keep(self._fit_memo, key, (mask, fit))
         return mask, fit
 
     def _evaluate(self, state: ClusterState, job: Job
@@ -81,11 +85,12 @@ class TidalPolicy(Policy):
         """(feasible, scores, GPUs per node) for the job, memoised until the state or the
         slot moves (drivers ask `feasible`, `score` and `choose_gpus` for one decision)."""
         key = self._key(state, job)
-        if self._memo is not None and self._memo[0] == key:
-            return self._memo[1]
+        hit = _recall(self._memo, key)
+        if hit is not None:
+            return hit
         mask, fit = self._fit(state, job)
         scores, gpus = self.frag.node_scores(state, job, mask, fit)
-        self._memo = (key, (mask, scores, gpus))
+        _keep(self._memo, key, (mask, scores, gpus))
         return mask, scores, gpus
 
     # -- the three questions ---------------------------------------------------
@@ -150,3 +155,20 @@ class TidalPolicy(Policy):
     def queue_key(self, job: Job) -> tuple:
         """Priority, then largest peak first (first-fit-decreasing), then arrival."""
         return (-job.priority, -job.num_gpu * job.peak_load, job.submit_time, job.id)
+
+
+#: how many recent decisions `TidalPolicy` keeps
+MEMO_SIZE = 8
+
+
+def _recall(memo: OrderedDict[tuple, tuple], key: tuple) -> tuple | None:
+    hit = memo.get(key)
+    if hit is not None:
+        memo.move_to_end(key)
+    return hit
+
+
+def _keep(memo: OrderedDict[tuple, tuple], key: tuple, value: tuple) -> None:
+    memo[key] = value
+    while len(memo) > MEMO_SIZE:
+        memo.popitem(last=False)

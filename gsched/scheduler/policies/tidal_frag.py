@@ -95,7 +95,7 @@ class TimeFragmentation:
     #: milli-GPU of dF per unit of the sigmoid's argument (the paper's 1000)
     band_scale = 1000.0
     #: at most this many cached (nodes x GPUs) cells of terms, over every shape
-    max_cells = 40_000_000
+    max_cells = 16_000_000  # about 130 MB of float64
 
     def __init__(self, jobs: list[Job], headroom: float) -> None:
         self.cap = 1.0 - headroom
