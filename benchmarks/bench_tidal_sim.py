@@ -225,12 +225,22 @@ def main() -> None:
                     help="the sections before the tidal loop, instead of the scoreboard")
     ap.add_argument("--replan-every", type=float, default=7200.0,
                     help="scoreboard: seconds between re-plans of tidal+plan")
+    ap.add_argument("--trace", choices=["example", "7day"], default=None,
+                    help="scoreboard: only this trace")
+    ap.add_argument("--scenario", default=None,
+                    help="scoreboard: only scenarios whose name contains this")
+    ap.add_argument("--rows", default=None,
+                    help="scoreboard: only these rows (comma-separated)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="scoreboard: JSON to write (default /tmp/gsched-scoreboard.json)")
     args = ap.parse_args()
     if args.legacy:
         legacy(args)
         return
     from scoreboard import scoreboard
-    scoreboard(quick=args.quick, replan_every=args.replan_every)
+    scoreboard(quick=args.quick, replan_every=args.replan_every, out=args.out,
+               trace=args.trace, scenario=args.scenario,
+               rows=set(args.rows.split(",")) if args.rows else None)
 
 
 if __name__ == "__main__":
