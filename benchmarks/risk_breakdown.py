@@ -19,6 +19,7 @@ script runs the scoreboard's rows and splits that time by what was on the GPU th
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -123,7 +124,9 @@ def main() -> None:
         pol, h, margins, g, every = plans[row][:5]
         t0 = time.perf_counter()
         if dev is None:
-            tr_d, d = learned_vs_day(trace, days[0], margins, kind=LEARNED_MARGIN)
+            fa = float(os.environ["FLAT_ABOVE"]) if os.environ.get("FLAT_ABOVE") else None
+            tr_d, d = learned_vs_day(trace, days[0], margins, kind=LEARNED_MARGIN,
+                                     flat_above=fa if margins else None)
         else:
             tr_d, d = with_margins(trace, dev, q=0.9) if margins else (trace, dev)
         r = plans[row][5] if len(plans[row]) > 5 else 0.0
