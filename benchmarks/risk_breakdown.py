@@ -126,9 +126,12 @@ def main() -> None:
         if dev is None:
             fa = float(os.environ["FLAT_ABOVE"]) if os.environ.get("FLAT_ABOVE") else None
             tr_d, d = learned_vs_day(trace, days[0], margins, kind=LEARNED_MARGIN,
-                                     flat_above=fa if margins else None)
+                                     flat_above=fa if margins else None,
+                                     beyond_request=margins and bool(os.environ.get("BEYOND")))
         else:
-            tr_d, d = with_margins(trace, dev, q=0.9) if margins else (trace, dev)
+            tr_d, d = (with_margins(trace, dev, q=0.9,
+                                    beyond_request=bool(os.environ.get("BEYOND")))
+                       if margins else (trace, dev))
         r = plans[row][5] if len(plans[row]) > 5 else 0.0
         if args.reserve is not None and pol == "tidal" and row != "tidal":
             r = args.reserve
