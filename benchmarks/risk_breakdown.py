@@ -19,7 +19,6 @@ script runs the scoreboard's rows and splits that time by what was on the GPU th
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -124,13 +123,10 @@ def main() -> None:
         pol, h, margins, g, every = plans[row][:5]
         t0 = time.perf_counter()
         if dev is None:
-            fa = float(os.environ["FLAT_ABOVE"]) if os.environ.get("FLAT_ABOVE") else None
             tr_d, d = learned_vs_day(trace, days[0], margins, kind=LEARNED_MARGIN,
-                                     flat_above=fa if margins else None,
-                                     beyond_request=margins and bool(os.environ.get("BEYOND")))
+                                     beyond_request=margins)
         else:
-            tr_d, d = (with_margins(trace, dev, q=0.9,
-                                    beyond_request=bool(os.environ.get("BEYOND")))
+            tr_d, d = (with_margins(trace, dev, q=0.9, beyond_request=True)
                        if margins else (trace, dev))
         r = plans[row][5] if len(plans[row]) > 5 else 0.0
         if args.reserve is not None and pol == "tidal" and row != "tidal":

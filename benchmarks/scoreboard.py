@@ -107,8 +107,8 @@ def _learned(t: np.ndarray, r: np.ndarray, day: int, slots: int) -> np.ndarray:
 
 def learned_vs_day(trace: Trace, day: int, margins: bool, peak: float = 0.9,
                    held_back: int = 3, kind: str = "relative",
-                   q: float = MARGIN_Q, flat_above: float | None = None,
-                   beyond_request: bool = False) -> tuple[Trace, ForecastVsActual]:
+                   q: float = MARGIN_Q, beyond_request: bool = False
+                   ) -> tuple[Trace, ForecastVsActual]:
     """ServeGen services book the p95 learned from days < `day` (times 1 + their own
     margin when `margins`: p99 relative excess of days day-3..day-1, each forecast from
     the days before it) and carry day `day`'s real curve."""
@@ -124,9 +124,8 @@ def learned_vs_day(trace: Trace, day: int, margins: bool, peak: float = 0.9,
             held = range(day - held_back, day)
             m = error_margin([_learned(t, r, d, slots) * scale for d in held],
                              [slot_means(t, r, d, slots) * scale for d in held], q, kind)
-        booked[f"servegen-m-large-c{k}"] = booking(
-            p * scale, m, kind=kind, flat_above=flat_above,
-            cap=np.inf if beyond_request else 1.0)
+        booked[f"servegen-m-large-c{k}"] = booking(p * scale, m, kind=kind,
+                                                   cap=np.inf if beyond_request else 1.0)
         actual[f"learned-m-large-c{k}"] = [float(x) for x in
                                            slot_means(t, r, day, slots) * scale]
     return with_learned_profiles(trace, booked, actual, day, beyond_request)

@@ -180,22 +180,12 @@ def error_margin(forecasts: Sequence[np.ndarray], actuals: Sequence[np.ndarray],
 
 
 def booking(quantile_row: np.ndarray, margin: float, cap: float = 1.0,
-            kind: str = "relative", flat_above: float | None = None) -> np.ndarray:
+            kind: str = "relative") -> np.ndarray:
     """What the workload books per slot: the chosen quantile times (1 + its margin), or
-    plus the margin for an additive one.
-
-    With `flat_above`, a workload whose margin is larger than that (relative to its
-    forecast's peak, for an additive margin) books its booked peak in every slot: its
-    forecast errs by more than the sharing is insured for, so it is booked as peak
-    reservation books it (nothing shares its valleys)."""
+    plus the margin for an additive one."""
     row = np.asarray(quantile_row, dtype=np.float64)
     out = row * (1.0 + margin) if kind == "relative" else row + margin
-    out = np.clip(out, 0.0, cap)
-    if flat_above is not None and len(out):
-        rel = margin if kind == "relative" else margin / max(float(row.max()), 1e-9)
-        if rel > flat_above:
-            out = np.full_like(out, out.max())
-    return out
+    return np.clip(out, 0.0, cap)
 
 
 @dataclass(frozen=True)
