@@ -148,7 +148,9 @@ def _row_plans(replan_every: float) -> dict[str, tuple]:
             "fgd": ("fgd", 0.1, False, guard, None, 0.0),
             "tidal": ("tidal", 0.1, False, None, None, 0.0),
             "tidal-loop r=0": ("tidal", LOOP_HEADROOM, True, guard, None, 0.0),
+            "tidal-loop r=0 h=0": ("tidal", 0.0, True, guard, None, 0.0),
             "tidal-loop": ("tidal", LOOP_HEADROOM, True, guard, None, r),
+            "tidal-loop r=0.35": ("tidal", LOOP_HEADROOM, True, guard, None, 0.35),
             "tidal-loop h=0": ("tidal", 0.0, True, guard, None, r),
             "tidal-loop+plan": ("tidal", 0.0, True, guard, replan_every, r)}
 
@@ -270,7 +272,8 @@ def markdown(result: dict) -> str:
                          else ("-" if f.get(k) is None else s.format(f[k] / 3600))
                          for k, _, s in MD_COLS]
                 out.append(f"| {name} | " + " | ".join(cells) + " |")
-            for row in ("tidal-loop", "tidal-loop h=0"):
+            for row in ("tidal-loop r=0", "tidal-loop r=0 h=0", "tidal-loop",
+                        "tidal-loop r=0.35", "tidal-loop h=0"):
                 if all(k in rows for k in (row, "peak", "fgd", "tidal-loop h=0",
                                            "tidal-loop+plan")):
                     out.append(f"\n{verdict(rows, sname == 'exact forecast', row)}")
