@@ -99,16 +99,19 @@ class ForecastVsActual(LoadDeviation):
     """Actual load is a real recorded day (per profile name), not a perturbation."""
 
     actual_by_profile: dict[str, list[float]] = {}
+    #: the job's request where its booking raised it (`margins.book_job`)
+    share_by_job: dict[str, float] = {}
 
     @property
     def active(self) -> bool:
         return True
 
     def actual_load(self, job: Job, predicted: np.ndarray) -> np.ndarray:
-        actual = self.actual_by_profile.get(job.profile_name or "")
+        actual = self.actual_by_profile.get((job.profile_name or "").split("@")[0])
         if actual is None or job.kind != "inference":
             return predicted
-        return np.clip(job.gpu_share * np.asarray(actual), 0.0, 2.0 * job.gpu_share)
+        share = self.share_by_job.get(job.id, job.gpu_share)
+        return np.clip(share * np.asarray(actual), 0.0, 2.0 * share)
 
 
 def learned_vs_day(trace: Trace, day: int, peak: float = 0.9) -> tuple[Trace, ForecastVsActual]:
@@ -138,19 +141,31 @@ def slot_means(t: np.ndarray, r: np.ndarray, day: int, slots: int) -> np.ndarray
 
 
 def with_learned_profiles(trace: Trace, forecast: dict[str, np.ndarray],
-                          actual: dict[str, list[float]], day: int
-                          ) -> tuple[Trace, ForecastVsActual]:
+                          actual: dict[str, list[float]], day: int,
+                          beyond_request: bool = False) -> tuple[Trace, ForecastVsActual]:
     """The trace with each ServeGen service booking `forecast` (renamed learned-...),
-    and the day's `actual` load for the simulator to score against."""
+    and the day's `actual` load for the simulator to score against. With
+    `beyond_request`, `forecast` may exceed 1 (the request) and a booking over the
+    request raises it (`margins.book_job`)."""
+    from gsched.simulator.margins import book_job
+
     jobs = []
+    shares: dict[str, float] = {}
     for j in trace.jobs:
         if j.profile_name in forecast:
             k = j.profile_name.rsplit("c", 1)[1]
-            j = j.model_copy(update={"profile": forecast[j.profile_name],
-                                     "profile_name": f"learned-m-large-c{k}"})
+            name = f"learned-m-large-c{k}"
+            if beyond_request and j.num_gpu == 1:
+                booked = book_job(j, j.gpu_share * np.asarray(forecast[j.profile_name]), name)
+                if booked.gpu_share != j.gpu_share:
+                    shares[j.id] = j.gpu_share
+                j = booked
+            else:
+                j = j.model_copy(update={"profile": np.clip(forecast[j.profile_name], 0, 1),
+                                         "profile_name": name})
         jobs.append(j)
     return (Trace(jobs=jobs, slots=trace.slots, source=f"{trace.source} (learned, day {day})"),
-            ForecastVsActual(actual_by_profile=actual))
+            ForecastVsActual(actual_by_profile=actual, share_by_job=shares))
 
 
 def compare(trace: Trace, cluster: Cluster, title: str, deviation: LoadDeviation | None = None,
@@ -225,12 +240,22 @@ def main() -> None:
                     help="the sections before the tidal loop, instead of the scoreboard")
     ap.add_argument("--replan-every", type=float, default=7200.0,
                     help="scoreboard: seconds between re-plans of tidal+plan")
+    ap.add_argument("--trace", choices=["example", "7day"], default=None,
+                    help="scoreboard: only this trace")
+    ap.add_argument("--scenario", default=None,
+                    help="scoreboard: only scenarios whose name contains this")
+    ap.add_argument("--rows", default=None,
+                    help="scoreboard: only these rows (comma-separated)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="scoreboard: JSON to write (default /tmp/gsched-scoreboard.json)")
     args = ap.parse_args()
     if args.legacy:
         legacy(args)
         return
     from scoreboard import scoreboard
-    scoreboard(quick=args.quick, replan_every=args.replan_every)
+    scoreboard(quick=args.quick, replan_every=args.replan_every, out=args.out,
+               trace=args.trace, scenario=args.scenario,
+               rows=set(args.rows.split(",")) if args.rows else None)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ from gsched.traces.paths import shared_traces_dir
 from gsched.traces.servegen import read_servegen
 
 LOOP_HEADROOM = 0.05
+#: the relative surge inference sharing a GPU with inference must survive
+#: (`PolicyConfig.inference_reserve`): the surge the operator insures against
+LOOP_RESERVE = 0.5
 MARGIN_Q = 0.9
 #: learned vs real: the margin kind the forecast backtest chose (bench_forecast.py)
 LEARNED_MARGIN = "additive"
@@ -104,7 +107,8 @@ def _learned(t: np.ndarray, r: np.ndarray, day: int, slots: int) -> np.ndarray:
 
 def learned_vs_day(trace: Trace, day: int, margins: bool, peak: float = 0.9,
                    held_back: int = 3, kind: str = "relative",
-                   q: float = MARGIN_Q) -> tuple[Trace, ForecastVsActual]:
+                   q: float = MARGIN_Q, beyond_request: bool = False
+                   ) -> tuple[Trace, ForecastVsActual]:
     """ServeGen services book the p95 learned from days < `day` (times 1 + their own
     margin when `margins`: p99 relative excess of days day-3..day-1, each forecast from
     the days before it) and carry day `day`'s real curve."""
@@ -120,47 +124,64 @@ def learned_vs_day(trace: Trace, day: int, margins: bool, peak: float = 0.9,
             held = range(day - held_back, day)
             m = error_margin([_learned(t, r, d, slots) * scale for d in held],
                              [slot_means(t, r, d, slots) * scale for d in held], q, kind)
-        booked[f"servegen-m-large-c{k}"] = booking(p * scale, m, kind=kind)
+        booked[f"servegen-m-large-c{k}"] = booking(p * scale, m, kind=kind,
+                                                   cap=np.inf if beyond_request else 1.0)
         actual[f"learned-m-large-c{k}"] = [float(x) for x in
                                            slot_means(t, r, day, slots) * scale]
-    return with_learned_profiles(trace, booked, actual, day)
+    return with_learned_profiles(trace, booked, actual, day, beyond_request)
 
 
 # -- one scenario ----------------------------------------------------------------------
-def _run(trace: Trace, cluster, policy: str, headroom: float, sim: SimConfig) -> dict:
+def _run(trace: Trace, cluster, policy: str, headroom: float, sim: SimConfig,
+         reserve: float = 0.0) -> dict:
     return run_comparison(trace, cluster, [policy], "replay", sim,
-                          PolicyConfig(headroom=headroom)).figures()[policy]
+                          PolicyConfig(headroom=headroom, inference_reserve=reserve)
+                          ).figures()[policy]
+
+
+def _row_plans(replan_every: float) -> dict[str, tuple]:
+    """Per row: (policy, headroom, own margins, guard, re-plan interval, inference
+    reserve)."""
+    guard = GuardConfig()
+    r = LOOP_RESERVE
+    return {"peak": ("peak", 0.1, False, guard, None, 0.0),
+            "fgd": ("fgd", 0.1, False, guard, None, 0.0),
+            "tidal": ("tidal", 0.1, False, None, None, 0.0),
+            "tidal-loop r=0": ("tidal", LOOP_HEADROOM, True, guard, None, 0.0),
+            "tidal-loop r=0 h=0": ("tidal", 0.0, True, guard, None, 0.0),
+            "tidal-loop": ("tidal", LOOP_HEADROOM, True, guard, None, r),
+            "tidal-loop r=0.35": ("tidal", LOOP_HEADROOM, True, guard, None, 0.35),
+            "tidal-loop h=0": ("tidal", 0.0, True, guard, None, r),
+            "tidal-loop+plan": ("tidal", 0.0, True, guard, replan_every, r)}
 
 
 def scenario_rows(trace: Trace, cluster, dev: LoadDeviation | None, replan_every: float,
                   learned_days: tuple[int, ...] = (), only: set[str] | None = None
                   ) -> dict[str, dict]:
     """Every row of one scenario (`dev`; or, with `learned_days`, learned vs real)."""
-    guard = GuardConfig()
     rows: dict[str, dict] = {}
-    plans = {"peak": ("peak", 0.1, False, guard, None),
-             "fgd": ("fgd", 0.1, False, guard, None),
-             "tidal": ("tidal", 0.1, False, None, None),
-             "tidal-loop": ("tidal", LOOP_HEADROOM, True, guard, None),
-             "tidal-loop h=0": ("tidal", 0.0, True, guard, None),
-             "tidal-loop+plan": ("tidal", 0.0, True, guard, replan_every)}
-    for name, (pol, h, margins, g, every) in plans.items():
+    plans = _row_plans(replan_every)
+    for name, (pol, h, margins, g, every, reserve) in plans.items():
         if only is not None and name not in only:
             continue
         t0 = time.perf_counter()
         if learned_days:
             per_day = []
             for d in learned_days:
-                tr_d, actual = learned_vs_day(trace, d, margins, kind=LEARNED_MARGIN)
+                tr_d, actual = learned_vs_day(trace, d, margins, kind=LEARNED_MARGIN,
+                                              beyond_request=margins)
                 per_day.append(_run(tr_d, cluster, pol, h,
-                                    SimConfig(deviation=actual, guard=g, replan_every_s=every)))
+                                    SimConfig(deviation=actual, guard=g, replan_every_s=every),
+                                    reserve))
             f = {k: (float(np.mean([x[k] for x in per_day]))
                      if all(isinstance(x.get(k), int | float) for x in per_day) else None)
                  for k in per_day[0]}
         else:
             assert dev is not None
-            tr, d = with_margins(trace, dev, q=MARGIN_Q) if margins else (trace, dev)
-            f = _run(tr, cluster, pol, h, SimConfig(deviation=d, guard=g, replan_every_s=every))
+            tr, d = (with_margins(trace, dev, q=MARGIN_Q, beyond_request=True) if margins
+                     else (trace, dev))
+            f = _run(tr, cluster, pol, h, SimConfig(deviation=d, guard=g, replan_every_s=every),
+                     reserve)
         f["bench_seconds"] = time.perf_counter() - t0
         rows[name] = f
     return rows
@@ -193,25 +214,32 @@ def verdict(rows: dict[str, dict], exact: bool, row: str = "tidal-loop") -> str:
 
 
 def scoreboard(quick: bool = False, replan_every: float = 7200.0,
-               out: Path | None = None) -> dict:
+               out: Path | None = None, trace: str | None = None,
+               scenario: str | None = None, rows: set[str] | None = None) -> dict:
+    """Every scenario of every trace (`trace`: only "example" or "7day"; `scenario`:
+    only the scenarios whose name contains it; `rows`: only these rows)."""
     ex = load_trace(ROOT / "examples" / "tidal-mix.csv")
     ex_cl = load_cluster(ROOT / "examples" / "cluster.yaml")
-    traces = [("example trace (64 GPUs)", ex, ex_cl, (11, 12, 13))]
-    if not quick:
+    traces = [("example trace (64 GPUs)", ex, ex_cl, (11, 12, 13))] if trace != "7day" else []
+    if not quick and trace != "example":
         tr, cl = big_trace(days=7, training_jobs=1750)
         traces.append(("7-day trace, Lucid training utilisation (256 GPUs)",
                        with_lucid_utilisation(tr), cl, (12,)))
     result: dict = {}
-    for tname, trace, cluster, days in traces:
+    for tname, tr_, cluster, days in traces:
         result[tname] = {}
         for sname, dev in SCENARIOS.items():
-            rows = scenario_rows(trace, cluster, dev, replan_every,
-                                 learned_days=days if dev is None else ())
-            result[tname][sname] = rows
-            secs = sum(r["bench_seconds"] for r in rows.values())
-            table(f"{tname}: {sname}  [{secs:.0f} s]", rows)
+            if scenario is not None and scenario not in sname:
+                continue
+            got = scenario_rows(tr_, cluster, dev, replan_every,
+                                learned_days=days if dev is None else (), only=rows)
+            result[tname][sname] = got
+            secs = sum(r["bench_seconds"] for r in got.values())
+            table(f"{tname}: {sname}  [{secs:.0f} s]", got)
             for row in ("tidal-loop", "tidal-loop h=0"):
-                print("  " + verdict(rows, sname == "exact forecast", row), flush=True)
+                if all(k in got for k in (row, "peak", "fgd", "tidal-loop h=0",
+                                          "tidal-loop+plan")):
+                    print("  " + verdict(got, sname == "exact forecast", row), flush=True)
     path = out or Path("/tmp/gsched-scoreboard.json")
     path.write_text(json.dumps(result, indent=1, default=float))
     print(f"\nwrote {path}")
@@ -236,18 +264,33 @@ def markdown(result: dict) -> str:
             out.append(f"\n**{tname}: {sname}**\n")
             out.append("| policy | " + " | ".join(c[1] for c in MD_COLS) + " |")
             out.append("| --- |" + " ---: |" * len(MD_COLS))
-            for name, f in rows.items():
+            order = list(_row_plans(0.0))
+            for name, f in sorted(rows.items(), key=lambda kv: order.index(kv[0])
+                                  if kv[0] in order else len(order)):
                 cells = [fmt(k, s, f.get(k)) if k not in ("training_queue_delay_p95_s",
                                                           "jct_mean_s")
                          else ("-" if f.get(k) is None else s.format(f[k] / 3600))
                          for k, _, s in MD_COLS]
                 out.append(f"| {name} | " + " | ".join(cells) + " |")
-            for row in ("tidal-loop", "tidal-loop h=0"):
-                out.append(f"\n{verdict(rows, sname == 'exact forecast', row)}")
+            for row in ("tidal-loop r=0", "tidal-loop r=0 h=0", "tidal-loop",
+                        "tidal-loop r=0.35", "tidal-loop h=0"):
+                if all(k in rows for k in (row, "peak", "fgd", "tidal-loop h=0",
+                                           "tidal-loop+plan")):
+                    out.append(f"\n{verdict(rows, sname == 'exact forecast', row)}")
     return "\n".join(out)
 
 
-if __name__ == "__main__":  # render a saved run: python benchmarks/scoreboard.py RUN.json
+def merge(parts: list[dict]) -> dict:
+    """Saved runs of parts of the scoreboard as one (later parts add rows)."""
+    out: dict = {}
+    for part in parts:
+        for tname, scen in part.items():
+            for sname, rows in scen.items():
+                out.setdefault(tname, {}).setdefault(sname, {}).update(rows)
+    return out
+
+
+if __name__ == "__main__":  # render saved runs: python benchmarks/scoreboard.py RUN.json...
     import sys
 
-    print(markdown(json.loads(Path(sys.argv[1]).read_text())))
+    print(markdown(merge([json.loads(Path(a).read_text()) for a in sys.argv[1:]])))

@@ -116,6 +116,9 @@ def serve_cmd(
                                              "fgd, peak, tidal).")] = "tidal",
     headroom: Annotated[float, typer.Option(help="Share of each GPU kept free of predicted "
                                                  "load (tidal).")] = 0.1,
+    inference_reserve: Annotated[float, typer.Option(
+        min=0.0, max=4.0, help="tidal: the relative surge inference sharing a GPU with "
+                               "inference must survive (0: share by profile alone).")] = 0.0,
     workload: Annotated[Path | None, typer.Option(
         help="A trace whose jobs describe the expected workload: the target distribution "
              "that fgd and tidal weigh fragmentation against (gsched simulate uses the "
@@ -197,7 +200,8 @@ def serve_cmd(
         from gsched.traces.load import load_trace
 
         expected = load_trace(workload).jobs
-    pol = make_policy(policy, PolicyConfig(headroom=headroom, workload=expected))
+    pol = make_policy(policy, PolicyConfig(headroom=headroom, workload=expected,
+                                           inference_reserve=inference_reserve))
     metrics = SchedulerMetrics()
     store, history = _open_store(db, history_resolution)
     stoppers: list = []

@@ -44,6 +44,9 @@ def simulate_cmd(
     headroom: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of each GPU kept "
                                             "free of predicted load (profile-aware policies).")]
     = 0.1,
+    inference_reserve: Annotated[float, typer.Option(
+        min=0.0, max=4.0, help="tidal: the relative surge inference sharing a GPU with "
+                               "inference must survive (0: share by profile alone).")] = 0.0,
     until: Annotated[float | None, typer.Option(help="Stop the clock after this many "
                                                      "seconds.")] = None,
     checkpoint_interval: Annotated[float, typer.Option(help="Seconds between training "
@@ -150,7 +153,9 @@ def simulate_cmd(
             prog.update(tasks[name], completed=done)
             log.update(name, done, total, unit)
 
-        result = run_comparison(tr, cl, names, mode, sim, PolicyConfig(headroom=headroom),
+        result = run_comparison(tr, cl, names, mode, sim,
+                                PolicyConfig(headroom=headroom,
+                                             inference_reserve=inference_reserve),
                                 seeds=seeds, target=target, on_progress=on_progress)
     payload = result.payload()
     if not quiet:

@@ -8,7 +8,9 @@ once, newest first, until the measured load is back under the line, and closes t
 to new work (`ClusterState.blocked`) until the load recedes under `recede_line`. A GPU
 measured more than `forecast_tolerance` over its forecast is closed too: its forecast
 valley is wrong today, so evicted training must not land there and trip the guard again
-(without this, a cluster-wide surge bounces training from GPU to GPU). So a surge costs
+(without this, a cluster-wide surge bounces training from GPU to GPU), and a GPU the
+guard found over the safe line stays closed until the forecast slot changes (re-admitting training
+in the slot that just overloaded overloads it again). So a surge costs
 training a restart, within one report interval, instead of costing the inference SLO
 until the next 15-minute slot.
 
@@ -50,6 +52,9 @@ class GuardConfig(BaseModel):
     forecast_tolerance: float = Field(default=0.15, ge=0,
                                       description="a GPU measured this far over its forecast "
                                                   "takes no new work")
+    hold_to_slot_end: bool = Field(default=True,
+                                   description="a GPU measured over the safe line stays closed "
+                                               "until the forecast slot changes")
     promise_s: float = Field(default=3600.0, ge=0,
                              description="minimum run promised to training before a planned "
                                          "move (the guard may still evict)")
@@ -65,6 +70,9 @@ class Guard:
         self.fires = 0
         self.deferred_moves = 0
         self.evicted_jobs: dict[str, int] = {}
+        #: GPUs measured over the safe line, held closed until the slot changes
+        self.held: set[tuple[int, int]] = set()
+        self._held_slot = -1
 
     # -- the hook --------------------------------------------------------------
     def first_time(self, start: float) -> float:
@@ -94,6 +102,13 @@ class Guard:
         hot = infer & ((meas > cfg.recede_line + EPS)
                        | (meas - st.load[:, :, st.current_slot] > cfg.forecast_tolerance + EPS))
         hot |= over
+        if cfg.hold_to_slot_end:
+            if st.current_slot != self._held_slot:
+                self.held.clear()
+                self._held_slot = st.current_slot
+            self.held.update(zip(*(a.tolist() for a in np.nonzero(over)), strict=True))
+            for n, g in self.held:
+                hot[n, g] = True
         freed = False
         changed = hot != st.blocked
         if changed.any():

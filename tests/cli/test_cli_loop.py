@@ -39,3 +39,25 @@ def test_a_replan_interval_under_a_minute_is_refused(tmp_path: Path) -> None:
     out = gsched("simulate", str(tmp_path / "t.csv"), "--replan-every", "5")
     assert out.returncode == 2
     assert "--replan-every" in out.stderr and "Traceback" not in out.stderr
+
+
+RESERVE_TRACE = """id,kind,submit_time,duration,num_gpu,gpu_share,profile,preemptible,utilization
+day,inference,0,,1,0.6,0.15;0.15;1;1,,
+night,inference,0,,1,0.6,1;1;0.15;0.15,,
+"""
+
+
+def test_inference_reserve_keeps_anti_phase_services_apart(tmp_path: Path) -> None:
+    # Alone the pair peaks at 0.69 of a GPU: shared by profile, but not under a +50 %
+    # surge reserve (1.04), so the reserve puts them on two GPUs.
+    (tmp_path / "t.csv").write_text(RESERVE_TRACE)
+    (tmp_path / "c.yaml").write_text(CLUSTER)
+    peaks = {}
+    for reserve in ("0", "0.5"):
+        out = gsched("simulate", str(tmp_path / "t.csv"), "--cluster",
+                     str(tmp_path / "c.yaml"), "--policy", "tidal", "--inference-reserve",
+                     reserve, "--until", "86400", "--json", str(tmp_path / "o.json"), "-q")
+        assert out.returncode == 0, out.stderr
+        peaks[reserve] = json.loads((tmp_path / "o.json").read_text())["policies"]["tidal"][
+            "peak_occupied_gpus"]
+    assert peaks == {"0": 1, "0.5": 2}

@@ -62,8 +62,22 @@ def test_over_the_line_evicts_training_beside_inference_and_closes_the_gpu(clust
     # Under the safe line but over the recede line (0.85): the GPU stays closed.
     guard.on_report(report(0.9, 0.5, "r-00000002"))
     assert ext.state.blocked[0, 0]
-    guard.on_report(report(0.3, 0.5, "r-00000003"))  # web alone, near its forecast 0.25
+    # Web alone, near its forecast 0.25: still closed until the forecast slot changes
+    # (training re-admitted into the slot that just overloaded would overload it again).
+    guard.on_report(report(0.3, 0.5, "r-00000003"))
+    assert ext.state.blocked[0, 0]
+    ext.state.now += ext.state.slot_seconds
+    guard.on_report(report(0.3, 0.5, "r-00000004"))
     assert not ext.state.blocked.any() and m.guard_blocked._value.get() == 0
+
+
+def test_without_the_hold_a_gpu_reopens_at_the_first_quiet_report(cluster):
+    api, core, ext = cluster
+    guard = LoadGuard(ext, pod_evictor(core), hold_to_slot_end=False)
+    guard.on_report(report(0.99, 0.2))
+    assert ext.state.blocked[0, 0]
+    guard.on_report(report(0.3, 0.2, "r-00000002"))
+    assert not ext.state.blocked.any()
 
 
 def test_a_follower_closes_the_gpu_but_does_not_evict(cluster):
@@ -99,6 +113,7 @@ def test_a_gpu_measured_well_over_its_forecast_is_closed_without_evictions(clust
     assert not ext.state.blocked.any()
     guard.on_report(report(0.99, 0.2, "r-00000002"))  # over the line: train leaves
     assert api.wait_for(lambda: "u-train" not in ext.state.running)
+    ext.state.now += ext.state.slot_seconds  # the next slot: the hold has ended
     guard.on_report(report(0.35, 0.2, "r-00000003"))  # web alone, near its 0.25: reopened
     assert not ext.state.blocked.any()
     # 0.6 is under the recede line but 0.35 over web's forecast: closed, no eviction

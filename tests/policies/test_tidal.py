@@ -216,3 +216,21 @@ def test_jobs_whose_load_is_not_their_request_rank_by_load_fit_first():
     st.allocate(service("night", 2, share=0.5), Placement(1, (0,), 0.5))
     d = place(make_policy("tidal"), st, training("t", share=1.0, util=0.3))
     assert isinstance(d, Placement) and d.node == 1
+
+
+def test_inference_reserve_keeps_inference_off_inference_but_not_training_off_valleys():
+    day, night = service("day", 14), service("night", 2)
+    # Alone, the pair peaks at 0.69 of the GPU: it fits the headroom (share by profile),
+    # survives a +25 % surge (0.86) but not a +50 % one (1.04).
+    for reserve, shares in ((0.0, True), (0.25, True), (0.5, False)):
+        st = ClusterState(one_gpu())
+        pol = make_policy("tidal", PolicyConfig(inference_reserve=reserve))
+        st.allocate(day, place(pol, st, day))
+        assert isinstance(place(pol, st, night), Placement) is shares, reserve
+    # Training is evictable: it still rides the day service's valley at the reserve.
+    st = ClusterState(one_gpu())
+    pol = make_policy("tidal", PolicyConfig(inference_reserve=0.5))
+    st.allocate(day, place(pol, st, day))
+    st.now = 2 * 3600.0  # 02:00, the day service's valley
+    got = place(pol, st, training("t", util=0.8))
+    assert isinstance(got, Placement) and got.gpus == (0,)

@@ -120,3 +120,41 @@ def test_a_gpu_measured_well_over_its_forecast_takes_no_new_work() -> None:
     after = run(jobs, deviation=SURGE, guard=GuardConfig(), until_s=11000)
     assert not after.state.blocked.any()
     assert after._result(0, 1.0).figures["guard_evictions"] == 0
+
+
+def test_under_a_surprise_surge_the_reserve_keeps_tidal_at_peaks_risk() -> None:
+    """Two anti-phase services and a training job on three GPUs; every service surges
+    +50 % for 2 h over the day service's peak. `tidal` sharing inference by profile
+    overloads the shared GPU for the whole surge (nothing there can be evicted); with
+    the inference reserve it keeps the services apart, like `peak`, and the guard takes
+    the training beside the surging service away within one report interval."""
+    def bump(hour: float) -> np.ndarray:
+        h = np.arange(96) / 4
+        d = np.minimum(np.abs(h - hour), 24 - np.abs(h - hour))
+        return np.maximum(0.15, np.exp(-(d / 4) ** 2))
+
+    jobs = [Job(id="day", kind="inference", submit_time=0, gpu_share=0.6, profile=bump(14),
+                priority=100),
+            Job(id="night", kind="inference", submit_time=0, gpu_share=0.6,
+                profile=bump(2), priority=100),
+            Job(id="t", kind="training", submit_time=0, duration=40 * 3600.0,
+                preemptible=True, utilization=0.3)]
+    cl = Cluster(nodes=[Node(name="n0", gpu_count=3, gpu_model="A100")],
+                 prices={"A100": 1.0})
+    surge = LoadDeviation(surge=0.5, surge_start_slot=52, surge_slots=8)  # 13:00-15:00
+    guard = GuardConfig(report_interval_s=10)
+
+    def figures(policy: str, reserve: float) -> dict:
+        s = Simulation(Trace(jobs=jobs, source="hand"), cl,
+                       make_policy(policy, PolicyConfig(headroom=0.1,
+                                                        inference_reserve=reserve)),
+                       SimConfig(deviation=surge, guard=guard, until_s=86400.0))
+        s.run()
+        return s._result(0, 1.0).figures
+
+    peak, shared, reserved = figures("peak", 0.0), figures("tidal", 0.0), figures("tidal", 0.5)
+    assert shared["slo_risk_slot_minutes"] >= 60  # the shared GPU, over for the surge
+    assert reserved["slo_risk_slot_minutes"] <= peak["slo_risk_slot_minutes"]
+    # what risk is left is the guard's reaction: under one report interval per eviction
+    assert reserved["guard_evictions"] >= 1
+    assert reserved["slo_risk_slot_minutes"] * 60 <= 10 * reserved["guard_evictions"]

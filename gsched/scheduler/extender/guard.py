@@ -4,7 +4,9 @@ Forecasts book the load a GPU *should* carry; the agents measure what it carries
 report shows a GPU that holds inference over `safe_line` (the report's mean utilisation,
 so one report interval of evidence, ~10 s with the agent's defaults), the guard:
 - closes the GPU to new work (`ClusterState.blocked`; the policies' filters skip it)
-  until a report shows it under `recede_line`, on every replica (it is local state); a
+  until a report shows it under `recede_line`, and a GPU it tripped on at least until
+  the forecast slot changes (re-admitting training within the slot that just overloaded
+  would overload it again: evictions bounce), on every replica (local state); a
   GPU measured more than `forecast_tolerance` over its forecast is closed too (its
   forecast valley is wrong today), so evicted training does not land on the next
   surging GPU;
@@ -40,7 +42,8 @@ class LoadGuard:
 
     def __init__(self, extender: Extender, evict: Evict | None, *,
                  is_leader: Callable[[], bool] = lambda: True, safe_line: float = 0.95,
-                 recede_line: float = 0.85, forecast_tolerance: float = 0.15) -> None:
+                 recede_line: float = 0.85, forecast_tolerance: float = 0.15,
+                 hold_to_slot_end: bool = True) -> None:
         if not 0 < recede_line <= safe_line:
             raise ValueError(f"need 0 < recede_line <= safe_line, got {recede_line}, "
                              f"{safe_line}")
@@ -50,6 +53,10 @@ class LoadGuard:
         self.safe_line = safe_line
         self.recede_line = recede_line
         self.forecast_tolerance = forecast_tolerance
+        self.hold_to_slot_end = hold_to_slot_end
+        #: GPUs the guard tripped on, held closed until the forecast slot changes
+        self.held: set[tuple[int, int]] = set()
+        self._held_slot = -1
 
     def on_report(self, report: Report) -> list[tuple[str, str]]:
         """Act on one accepted report; returns the (namespace, name) pods evicted."""
@@ -62,6 +69,9 @@ class LoadGuard:
             if n is None:
                 return []
             slot = st.current_slot
+            if slot != self._held_slot:
+                self.held.clear()
+                self._held_slot = slot
             changed = False
             for s in report.gpus:
                 g = s.index
@@ -75,6 +85,9 @@ class LoadGuard:
                 if over:
                     m.guard_trips.inc()
                     victims += self._victims(n, g, measured - self.safe_line, slot)
+                    if self.hold_to_slot_end:
+                        self.held.add((n, g))
+                hot = hot or (n, g) in self.held
                 if bool(st.blocked[n, g]) != (over or hot):
                     st.blocked[n, g] = over or hot
                     changed = True

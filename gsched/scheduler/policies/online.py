@@ -100,9 +100,11 @@ class LoadIndex:
     """
 
     def __init__(self, state: ClusterState, headroom: float = 0.1, blocks: int = 12,
-                 window: int = 4) -> None:
+                 window: int = 4, inference_reserve: float = 0.0) -> None:
         self.state = state
         self.cap = 1.0 - headroom
+        #: see `surge_proof`; 0 = inference shares with inference by profile alone
+        self.reserve = inference_reserve
         t = state.slots
         self.blocks = blocks if t % blocks == 0 else 1
         self.window = max(1, min(window, t))
@@ -267,6 +269,8 @@ class LoadIndex:
                         firm = self.firm_t[:, ni[amb], gi[amb]].T  # (ambiguous GPUs, slots)
                         amb[amb] = ((firm + load) <= c[amb, None]).all(axis=1)
                     ok[ri, gi] = sure | amb
+        if self.reserve > 0 and infer and not job.preemptible:
+            self.surge_proof(ok, rows, idx, load)
         stamp = int(st.node_version.sum())
 
         def scorer() -> np.ndarray:
@@ -306,6 +310,24 @@ class LoadIndex:
         score_full = np.full(st.gpu_valid.shape, -np.inf)
         ok_full[rows], score_full[rows] = ok, score
         return GpuFit(ok_full, score_full)
+
+    def surge_proof(self, ok: np.ndarray, rows: slice | np.ndarray, idx: np.ndarray,
+                    load: np.ndarray) -> None:
+        """Clear `ok` where inference would share a GPU with firm load and their summed
+        profile, grown by `reserve`, would not fit under the whole GPU in some slot.
+
+        The load guard protects inference from the training beside it (training is
+        evicted within one report), but nothing can be evicted from inference beside
+        inference: a surprise surge on such a GPU stays until it passes. So inference
+        shares by profile with other firm load only as far as the pair survives a
+        relative surge of `reserve`; a GPU of its own is always allowed, and training
+        still rides every valley (it is checked against the forecast, not the reserve)."""
+        shared = ok & (self.firm_peak[rows] > EPS)
+        if not shared.any():
+            return
+        ri, gi = np.nonzero(shared)
+        firm = self.firm_t[:, idx[ri], gi].T  # (GPUs, slots)
+        ok[ri, gi] = (firm + load).max(axis=1) * (1.0 + self.reserve) <= 1.0 + EPS
 
     def node_scores(self, job: Job, nodes: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:

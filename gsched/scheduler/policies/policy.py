@@ -27,6 +27,9 @@ class PolicyConfig(BaseModel):
     headroom: float = Field(default=0.1, ge=0, lt=1,
                             description="share of each GPU kept free of predicted load")
     seed: int = 0
+    #: tidal: the relative surge inference sharing a GPU with inference must survive
+    #: (`online.LoadIndex.surge_proof`); 0 = share by profile alone
+    inference_reserve: float = Field(default=0.0, ge=0, le=4)
     #: Jobs that describe the expected workload (FGD's target distribution).
     workload: list[Job] = Field(default_factory=list)
 

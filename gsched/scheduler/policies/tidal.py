@@ -54,7 +54,8 @@ class TidalPolicy(Policy):
     def index(self, state: ClusterState) -> LoadIndex:
         idx = self._indexes.get(state)
         if idx is None:
-            idx = LoadIndex(state, self.config.headroom, window=self.window)
+            idx = LoadIndex(state, self.config.headroom, window=self.window,
+                            inference_reserve=self.config.inference_reserve)
             self._indexes[state] = idx
         return idx
 
