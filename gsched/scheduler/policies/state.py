@@ -111,6 +111,10 @@ class ClusterState:
         # Nodes that declare no CPU/memory are not limited by them.
         self.cpu_unlimited = self.cpu_total <= 0
         self.mem_unlimited = self.mem_total <= 0
+        self.any_cpu_limit = not self.cpu_unlimited.all()
+        self.any_mem_limit = not self.mem_unlimited.all()
+        self.has_gpus = self.gpu_count > 0
+        self.gpu_count_or_1 = np.maximum(self.gpu_count, 1)
         self.free = np.where(self.gpu_valid, 1.0, -1.0)
         self.gpu_mem_free = np.where(self.gpu_valid, self.gpu_mem_total[:, None], -1.0)
         self.cpu_free = self.cpu_total.copy()
@@ -127,6 +131,14 @@ class ClusterState:
         #: inference whose load is a forecast (a daily profile): what headroom guards
         self.forecast_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
         self.running: dict[str, Running] = {}
+        # -- per-node aggregates, refreshed from the node's row whenever it changes -------
+        # (`_refresh_node`; recomputed by the same expression as over the whole grid, so
+        # they equal a from-scratch computation bit for bit, never a running float sum)
+        #: reserved share per node: what `node_gpu_alloc` returns, without the grid scan.
+        self.node_alloc = np.zeros(n, dtype=np.float64)
+        #: each node's free share per GPU, largest first (padding, -1, last): a node has k
+        #: GPUs with at least x free exactly when `free_desc[n, k - 1] >= x`.
+        self.free_desc = np.sort(self.free, axis=1)[:, ::-1].copy()
         #: bumped whenever a node changes, so policies can cache per-node work.
         self.node_version = np.zeros(n, dtype=np.int64)
         self._static: dict[tuple, np.ndarray] = {}
@@ -183,28 +195,31 @@ class ClusterState:
         With `nodes` (indices), only those rows, in that order: a driver that knows which
         nodes changed since a job last failed to fit asks about those alone.
         """
-        if nodes is None:
-            mask = self.static_mask(job).copy()
-            cpu_free, mem_free, free, gmem = self.cpu_free, self.mem_free, self.free, \
-                self.gpu_mem_free
-            cpu_unl, mem_unl = self.cpu_unlimited, self.mem_unlimited
-        else:
-            mask = self.static_mask(job)[nodes]
-            cpu_free, mem_free, free, gmem = (self.cpu_free[nodes], self.mem_free[nodes],
-                                              self.free[nodes], self.gpu_mem_free[nodes])
-            cpu_unl, mem_unl = self.cpu_unlimited[nodes], self.mem_unlimited[nodes]
+        def rows(a: np.ndarray) -> np.ndarray:
+            return a if nodes is None else a[nodes]
+
+        mask = self.static_mask(job)
+        mask = mask.copy() if nodes is None else mask[nodes]
         if job.cpu_milli:
-            mask &= cpu_unl | (cpu_free >= job.cpu_milli - EPS)
+            mask &= rows(self.cpu_unlimited) | (rows(self.cpu_free) >= job.cpu_milli - EPS)
         if job.memory_mib:
-            mask &= mem_unl | (mem_free >= job.memory_mib - EPS)
-        if job.num_gpu:
-            ok = (free >= reserve - EPS) & ~(self.blocked if nodes is None else self.blocked[nodes])
-            if job.gpu_mem_mib:
-                ok &= gmem >= job.gpu_mem_mib
-            if job.num_gpu == 1:
-                mask &= ok.any(axis=1)
+            mask &= rows(self.mem_unlimited) | (rows(self.mem_free) >= job.memory_mib - EPS)
+        if not job.num_gpu:
+            return mask
+        if not job.gpu_mem_mib and not self.blocked.any():
+            # GPUs fit on share alone: the k-th largest free share of a node says it.
+            if job.num_gpu > self.max_gpus:
+                mask[:] = False
             else:
-                mask &= ok.sum(axis=1) >= job.num_gpu
+                mask &= rows(self.free_desc[:, job.num_gpu - 1]) >= reserve - EPS
+            return mask
+        ok = (rows(self.free) >= reserve - EPS) & ~rows(self.blocked)
+        if job.gpu_mem_mib:
+            ok &= rows(self.gpu_mem_free) >= job.gpu_mem_mib
+        if job.num_gpu == 1:
+            mask &= ok.any(axis=1)
+        else:
+            mask &= ok.sum(axis=1) >= job.num_gpu
         return mask
 
     def gpu_fit(self, job: Job, reserve: float) -> np.ndarray:
@@ -232,8 +247,14 @@ class ClusterState:
         return reasons
 
     def node_gpu_alloc(self) -> np.ndarray:
-        """Reserved share per node (sum over its GPUs)."""
-        return np.where(self.gpu_valid, 1.0 - self.free, 0.0).sum(axis=1)
+        """Reserved share per node (sum over its GPUs), kept per node (`node_alloc`)."""
+        return self.node_alloc.copy()
+
+    def gpu_fit_row(self, job: Job, reserve: float, n: int) -> np.ndarray:
+        """`gpu_fit(job, reserve)[n] & gpu_valid[n]`: node n's GPUs that can take the job,
+        without computing the mask over the whole grid."""
+        return ((self.free[n] >= reserve - EPS) & (self.gpu_mem_free[n] >= job.gpu_mem_mib)
+                & ~self.blocked[n] & self.gpu_valid[n])
 
     def allocated_gpus(self) -> float:
         return float(np.where(self.gpu_valid, 1.0 - self.free, 0.0).sum())
@@ -262,6 +283,8 @@ class ClusterState:
                     self.forecast_on_gpu[n, g] += 1
         self.cpu_free[n] -= job.cpu_milli
         self.mem_free[n] -= job.memory_mib
+        if gpus:
+            self._refresh_node(n)
         self.node_version[n] += 1
         self.running[job.id] = Running(job, placement, load)
         self.node_jobs[n][job.id] = None
@@ -292,10 +315,18 @@ class ClusterState:
                 empty = np.array(gpus)[self.jobs_on_gpu[n, g] == 0]
                 if len(empty):
                     self._reset_gpus(n, empty)
+            self._refresh_node(n)
         self.cpu_free[n] += r.job.cpu_milli
         self.mem_free[n] += r.job.memory_mib
         self.node_version[n] += 1
         return r
+
+    def _refresh_node(self, n: int) -> None:
+        """Recompute node n's aggregates from its row (after its GPUs changed)."""
+        row = self.free[n]
+        # the 1-D sum of a row adds in the same order as `sum(axis=1)` over the grid
+        self.node_alloc[n] = np.where(self.gpu_valid[n], 1.0 - row, 0.0).sum()
+        self.free_desc[n] = np.sort(row)[::-1]
 
     def _reset_gpus(self, n: int, idx: int | np.ndarray) -> None:
         """Snap emptied GPUs back to exactly empty (no float dust from += / -=)."""
