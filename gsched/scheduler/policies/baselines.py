@@ -55,8 +55,7 @@ class PeakFFDPolicy(Policy):
     def choose_gpus(self, state: ClusterState, job: Job, node: int) -> tuple[int, ...]:
         if job.num_gpu == 0:
             return ()
-        ok = state.gpu_fit_row(job, self.reservation(job), node)
-        return tuple(int(g) for g in np.flatnonzero(ok)[: job.num_gpu])
+        return tuple(state.fitting_gpus(job, self.reservation(job), node)[: job.num_gpu])
 
     def queue_key(self, job: Job) -> tuple:
         return (-job.priority, -job.num_gpu * self.reservation(job), job.submit_time, job.id)

@@ -24,20 +24,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from gsched.models import Job
 from gsched.scheduler.policies.milli import (
     MAX_NODE_SCORE,
+    MAX_SPEC_CPU,
     MILLI,
-    cpu_left,
     is_shared,
     job_milli,
 )
 from gsched.scheduler.policies.policy import Policy, PolicyConfig
-from gsched.scheduler.policies.state import ClusterState
+from gsched.scheduler.policies.state import EPS, ClusterState
 
 POPULARITY = 0.95
 
@@ -113,11 +113,18 @@ def sigmoid_score(delta: np.ndarray) -> np.ndarray:
     return np.trunc(1.0 / (1.0 + np.exp(-delta / 1000.0)) * MAX_NODE_SCORE)
 
 
+#: node states remembered per job shape before the memo starts afresh (memory bound)
+MEMO_LIMIT = 200_000
+
+
 @dataclass
 class _Cache:
     version: np.ndarray
     score: np.ndarray
     gpus: list[tuple[int, ...]]
+    #: (score, GPUs) by node state: a node's answer depends on nothing else, and a
+    #: replay revisits the same few thousand states over and over
+    memo: dict[tuple, tuple[float, tuple[int, ...]]] = field(default_factory=dict)
 
 
 class PaperFGDPolicy(Policy):
@@ -174,20 +181,40 @@ class PaperFGDPolicy(Policy):
             self._cache[key] = cache
         stale = np.flatnonzero(cache.version != state.node_version)
         if len(stale):
-            score, gpus = self._compute(state, job, stale)
-            cache.score[stale] = score
-            for i, n in enumerate(stale):
-                cache.gpus[n] = gpus[i]
-            cache.version[stale] = state.node_version[stale]
+            self._refresh(state, job, cache, stale)
         return cache
+
+    def _refresh(self, state: ClusterState, job: Job, cache: _Cache, stale: np.ndarray) -> None:
+        """Bring `stale` nodes' answers up to date: remembered states from the memo, the
+        rest computed (and remembered)."""
+        memo = cache.memo
+        if len(memo) > MEMO_LIMIT:
+            memo.clear()
+        # everything `_compute` reads of a node: free shares (with padding), GPU memory,
+        # the guard's closed GPUs, CPU left, GPU model and count
+        free, gmem, blocked = state.free[stale], state.gpu_mem_free[stale], state.blocked[stale]
+        cpu = np.where(state.cpu_unlimited[stale], MAX_SPEC_CPU, state.cpu_free[stale]).tolist()
+        model = state.node_model[stale].tolist()
+        count = state.gpu_count[stale].tolist()
+        keys = [(free[i].tobytes(), gmem[i].tobytes(), blocked[i].tobytes(), cpu[i], model[i],
+                 count[i]) for i in range(len(stale))]
+        missed = [i for i, k in enumerate(keys) if k not in memo]
+        if missed:
+            score, gpus = self._compute(state, job, stale[missed])
+            for j, i in enumerate(missed):
+                memo[keys[i]] = (float(score[j]), gpus[j])
+        for i, n in enumerate(stale.tolist()):
+            cache.score[n], cache.gpus[n] = memo[keys[i]]
+        cache.version[stale] = state.node_version[stale]
 
     def _compute(self, state: ClusterState, job: Job, nodes: np.ndarray
                  ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         """(score, GPUs) per node of `nodes`, computed once per distinct node state."""
         free = state.free[nodes]
         left = np.where(free >= 0, np.rint(free * MILLI), -1).astype(np.int64)
-        usable = state.gpu_fit(job, job.gpu_share)[nodes] & state.gpu_valid[nodes]
-        cpu = cpu_left(state)[nodes]
+        usable = ((free >= job.gpu_share - EPS) & (state.gpu_mem_free[nodes] >= job.gpu_mem_mib)
+                  & ~state.blocked[nodes] & state.gpu_valid[nodes])  # gpu_fit's rows
+        cpu = np.where(state.cpu_unlimited[nodes], MAX_SPEC_CPU, state.cpu_free[nodes])
         acc = self._node_access(state)[nodes]
         before = self._before(state, nodes, left, cpu, acc)
         if len(nodes) > 64:  # identical nodes (most of a fresh cluster) computed once

@@ -101,18 +101,19 @@ def tightest_gpus(state: ClusterState, job: Job, node: int, reserve: float) -> t
     """The `num_gpu` GPUs of `node` that fit with the least free share left over."""
     if job.num_gpu == 0:
         return ()
-    idx = np.flatnonzero(state.gpu_fit_row(job, reserve, node))
-    order = idx[np.argsort(state.free[node, idx], kind="stable")]
-    return tuple(int(g) for g in order[: job.num_gpu])
+    free = state.free[node].tolist()
+    # a stable sort by free share: ties keep index order, as a stable argsort would
+    return tuple(sorted(state.fitting_gpus(job, reserve, node), key=free.__getitem__)
+                 [: job.num_gpu])
 
 
 def loosest_gpus(state: ClusterState, job: Job, node: int, reserve: float) -> tuple[int, ...]:
     """The `num_gpu` GPUs of `node` with the most free share (spreading)."""
     if job.num_gpu == 0:
         return ()
-    idx = np.flatnonzero(state.gpu_fit_row(job, reserve, node))
-    order = idx[np.argsort(-state.free[node, idx], kind="stable")]
-    return tuple(int(g) for g in order[: job.num_gpu])
+    free = state.free[node].tolist()
+    return tuple(sorted(state.fitting_gpus(job, reserve, node), key=lambda g: -free[g])
+                 [: job.num_gpu])
 
 
 def summarize_reasons(reasons: np.ndarray) -> NoFit:

@@ -99,7 +99,10 @@ class ClusterState:
         self.node_names = [nd.name for nd in nodes]
         self.node_index = {nd.name: i for i, nd in enumerate(nodes)}
         self.gpu_count = np.array([nd.gpu_count for nd in nodes], dtype=np.int64)
+        self.gpu_counts: list[int] = self.gpu_count.tolist()
         self.gpu_valid = np.arange(self.max_gpus)[None, :] < self.gpu_count[:, None]
+        #: nodes with no padding GPUs (every GPU column is real)
+        self._full_row: list[bool] = (self.gpu_count == self.max_gpus).tolist()
         self.gpu_mem_total = np.array([nd.gpu_memory_mib for nd in nodes], dtype=np.float64)
         self.cpu_total = np.array([nd.cpu_milli for nd in nodes], dtype=np.float64)
         self.mem_total = np.array([nd.memory_mib for nd in nodes], dtype=np.float64)
@@ -250,6 +253,16 @@ class ClusterState:
         """Reserved share per node (sum over its GPUs), kept per node (`node_alloc`)."""
         return self.node_alloc.copy()
 
+    def fitting_gpus(self, job: Job, reserve: float, n: int) -> list[int]:
+        """Node n's GPUs that can take `reserve` share and the job's memory, in index
+        order: `flatnonzero(gpu_fit_row(...))` in plain Python (a node has a few GPUs, and
+        a handful of numpy calls on 8 values cost more than the loop)."""
+        free, mem = self.free[n].tolist(), self.gpu_mem_free[n].tolist()
+        blocked = self.blocked[n].tolist()
+        floor, need = reserve - EPS, job.gpu_mem_mib
+        return [g for g in range(self.gpu_counts[n])
+                if free[g] >= floor and mem[g] >= need and not blocked[g]]
+
     def gpu_fit_row(self, job: Job, reserve: float, n: int) -> np.ndarray:
         """`gpu_fit(job, reserve)[n] & gpu_valid[n]`: node n's GPUs that can take the job,
         without computing the mask over the whole grid."""
@@ -271,7 +284,8 @@ class ClusterState:
             # One GPU (most jobs): a plain index updates views in place, no fancy indexing.
             g = gpus[0] if len(gpus) == 1 else list(gpus)
             self.free[n, g] -= placement.reserved
-            self.gpu_mem_free[n, g] -= job.gpu_mem_mib
+            if job.gpu_mem_mib:  # (subtracting 0 changes nothing: skipped, like below)
+                self.gpu_mem_free[n, g] -= job.gpu_mem_mib
             self.load[n, g] += load
             if job.preemptible:
                 self.preemptible_load[n, g] += load
@@ -281,8 +295,10 @@ class ClusterState:
                 self.inference_on_gpu[n, g] += 1
                 if job.profile is not None:
                     self.forecast_on_gpu[n, g] += 1
-        self.cpu_free[n] -= job.cpu_milli
-        self.mem_free[n] -= job.memory_mib
+        if job.cpu_milli:
+            self.cpu_free[n] -= job.cpu_milli
+        if job.memory_mib:
+            self.mem_free[n] -= job.memory_mib
         if gpus:
             self._refresh_node(n)
         self.node_version[n] += 1
@@ -297,7 +313,8 @@ class ClusterState:
         if gpus:
             g = gpus[0] if len(gpus) == 1 else list(gpus)
             self.free[n, g] += r.placement.reserved
-            self.gpu_mem_free[n, g] += r.job.gpu_mem_mib
+            if r.job.gpu_mem_mib:
+                self.gpu_mem_free[n, g] += r.job.gpu_mem_mib
             self.load[n, g] -= r.load
             if r.job.preemptible:
                 self.preemptible_load[n, g] -= r.load
@@ -316,8 +333,10 @@ class ClusterState:
                 if len(empty):
                     self._reset_gpus(n, empty)
             self._refresh_node(n)
-        self.cpu_free[n] += r.job.cpu_milli
-        self.mem_free[n] += r.job.memory_mib
+        if r.job.cpu_milli:
+            self.cpu_free[n] += r.job.cpu_milli
+        if r.job.memory_mib:
+            self.mem_free[n] += r.job.memory_mib
         self.node_version[n] += 1
         return r
 
@@ -325,7 +344,10 @@ class ClusterState:
         """Recompute node n's aggregates from its row (after its GPUs changed)."""
         row = self.free[n]
         # the 1-D sum of a row adds in the same order as `sum(axis=1)` over the grid
-        self.node_alloc[n] = np.where(self.gpu_valid[n], 1.0 - row, 0.0).sum()
+        if self._full_row[n]:
+            self.node_alloc[n] = (1.0 - row).sum()
+        else:
+            self.node_alloc[n] = np.where(self.gpu_valid[n], 1.0 - row, 0.0).sum()
         self.free_desc[n] = np.sort(row)[::-1]
 
     def _reset_gpus(self, n: int, idx: int | np.ndarray) -> None:
