@@ -141,6 +141,7 @@ class PaperFGDPolicy(Policy):
         self.pods = TargetPods.from_jobs(jobs)
         self._cache: dict[tuple, _Cache] = {}
         self._access: tuple[int, np.ndarray] | None = None
+        self._static: tuple[int, list[tuple]] | None = None
         self._frag: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
@@ -150,6 +151,15 @@ class PaperFGDPolicy(Policy):
         return self._scores(state, job).gpus[node]
 
     # ------------------------------------------------------------------ internals
+    def _static_keys(self, state: ClusterState) -> list[tuple]:
+        """Per node, what `_compute` reads that never changes: GPU model, GPU count,
+        whether the node declares CPU."""
+        if self._static is None or self._static[0] != id(state):
+            self._static = (id(state), list(zip(state.node_model.tolist(),
+                                                state.gpu_counts,
+                                                state.cpu_unlimited.tolist(), strict=True)))
+        return self._static[1]
+
     def _node_access(self, state: ClusterState) -> np.ndarray:
         if self._access is None or self._access[0] != id(state):
             by_model = self.pods.access(state.model_names)          # (M, models)
@@ -190,21 +200,24 @@ class PaperFGDPolicy(Policy):
         memo = cache.memo
         if len(memo) > MEMO_LIMIT:
             memo.clear()
-        # everything `_compute` reads of a node: free shares (with padding), GPU memory,
-        # the guard's closed GPUs, CPU left, GPU model and count
-        free, gmem, blocked = state.free[stale], state.gpu_mem_free[stale], state.blocked[stale]
-        cpu = np.where(state.cpu_unlimited[stale], MAX_SPEC_CPU, state.cpu_free[stale]).tolist()
-        model = state.node_model[stale].tolist()
-        count = state.gpu_count[stale].tolist()
-        keys = [(free[i].tobytes(), gmem[i].tobytes(), blocked[i].tobytes(), cpu[i], model[i],
-                 count[i]) for i in range(len(stale))]
+        # everything `_compute` reads of a node: its request view (`node_key`: free
+        # shares with padding, GPU memory, CPU), the guard's closed GPUs, and what never
+        # changes (GPU model and count, whether it declares CPU)
+        node_key, static = state.node_key, self._static_keys(state)
+        idx = stale.tolist()
+        if state.blocked.any():
+            blocked = state.blocked[stale]
+            keys = [(node_key[n], static[n], blocked[i].tobytes()) for i, n in enumerate(idx)]
+        else:
+            keys = [(node_key[n], static[n], None) for n in idx]
         missed = [i for i, k in enumerate(keys) if k not in memo]
         if missed:
             score, gpus = self._compute(state, job, stale[missed])
             for j, i in enumerate(missed):
                 memo[keys[i]] = (float(score[j]), gpus[j])
-        for i, n in enumerate(stale.tolist()):
-            cache.score[n], cache.gpus[n] = memo[keys[i]]
+        score_row, gpus_row = cache.score, cache.gpus
+        for i, n in enumerate(idx):
+            score_row[n], gpus_row[n] = memo[keys[i]]
         cache.version[stale] = state.node_version[stale]
 
     def _compute(self, state: ClusterState, job: Job, nodes: np.ndarray
