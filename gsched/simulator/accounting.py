@@ -43,6 +43,7 @@ class Accounting:
         self.slot_len = DAY_SECONDS / state.slots
         self.total_gpus = max(state.total_gpus, 1)
         self.gpu_price = np.repeat(state.node_price[:, None], state.max_gpus, axis=1)
+        self._node_price: list[float] = state.node_price.astype(np.float64).tolist()
         self.alloc_now = 0.0
         self.occupied_now = 0
         self.cost_rate = 0.0  # USD per second
@@ -78,7 +79,7 @@ class Accounting:
             row = self.actual[n, g]
             over = ((row > 1.0 + EPS).astype(np.float64) if st.inference_on_gpu[n, g] > 0
                     else self._zeros)
-            return (min(max(1.0 - st.free[n, g], 0.0), 1.0), 1, float(self.gpu_price[n, g]),
+            return (min(max(1.0 - st.free[n, g], 0.0), 1.0), 1, self._node_price[n],
                     np.minimum(row, 1.0), over)
         occ = st.jobs_on_gpu[n, gpus] > 0
         if not occ.any():  # whole-GPU jobs start on, and leave, empty GPUs

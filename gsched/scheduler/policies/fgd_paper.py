@@ -207,9 +207,9 @@ class PaperFGDPolicy(Policy):
         idx = stale.tolist()
         if state.blocked.any():
             blocked = state.blocked[stale]
-            keys = [(node_key[n], static[n], blocked[i].tobytes()) for i, n in enumerate(idx)]
+            keys = [(node_key(n), static[n], blocked[i].tobytes()) for i, n in enumerate(idx)]
         else:
-            keys = [(node_key[n], static[n], None) for n in idx]
+            keys = [(node_key(n), static[n], None) for n in idx]
         missed = [i for i, k in enumerate(keys) if k not in memo]
         if missed:
             score, gpus = self._compute(state, job, stale[missed])

@@ -142,9 +142,7 @@ class ClusterState:
         #: each node's free share per GPU, largest first (padding, -1, last): a node has k
         #: GPUs with at least x free exactly when `free_desc[n, k - 1] >= x`.
         self.free_desc = np.sort(self.free, axis=1)[:, ::-1].copy()
-        #: node n's request view as bytes (free shares, GPU memory, CPU, memory): equal
-        #: keys mean equal rows, so a policy can remember answers by node state
-        self.node_key: list[bytes] = [self._key_of(i) for i in range(n)]
+        self._keys: dict[int, tuple[int, bytes]] = {}  # node -> (version, node_key)
         #: bumped whenever a node changes, so policies can cache per-node work.
         self.node_version = np.zeros(n, dtype=np.int64)
         self._static: dict[tuple, np.ndarray] = {}
@@ -302,7 +300,8 @@ class ClusterState:
             self.cpu_free[n] -= job.cpu_milli
         if job.memory_mib:
             self.mem_free[n] -= job.memory_mib
-        self._refresh_node(n, bool(gpus))
+        if gpus:
+            self._refresh_node(n)
         self.node_version[n] += 1
         self.running[job.id] = Running(job, placement, load)
         self.node_jobs[n][job.id] = None
@@ -338,19 +337,25 @@ class ClusterState:
             self.cpu_free[n] += r.job.cpu_milli
         if r.job.memory_mib:
             self.mem_free[n] += r.job.memory_mib
-        self._refresh_node(n, bool(gpus))
+        if gpus:
+            self._refresh_node(n)
         self.node_version[n] += 1
         return r
 
-    def _key_of(self, n: int) -> bytes:
-        return (self.free[n].tobytes() + self.gpu_mem_free[n].tobytes()
-                + self.cpu_free[n].tobytes() + self.mem_free[n].tobytes())
+    def node_key(self, n: int) -> bytes:
+        """Node n's request view as bytes (free shares with padding, GPU memory, CPU,
+        memory): equal keys mean equal rows, so a policy can remember its answers by
+        node state. Cached per node version."""
+        version = int(self.node_version[n])
+        hit = self._keys.get(n)
+        if hit is None or hit[0] != version:
+            hit = self._keys[n] = (version, self.free[n].tobytes()
+                                   + self.gpu_mem_free[n].tobytes()
+                                   + self.cpu_free[n].tobytes() + self.mem_free[n].tobytes())
+        return hit[1]
 
-    def _refresh_node(self, n: int, gpus: bool = True) -> None:
-        """Recompute node n's aggregates from its rows (after it changed)."""
-        self.node_key[n] = self._key_of(n)
-        if not gpus:
-            return
+    def _refresh_node(self, n: int) -> None:
+        """Recompute node n's aggregates from its row (after its GPUs changed)."""
         row = self.free[n]
         # the 1-D sum of a row adds in the same order as `sum(axis=1)` over the grid
         if self._full_row[n]:
