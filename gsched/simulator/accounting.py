@@ -82,7 +82,7 @@ class Accounting:
             return (min(max(1.0 - st.free[n, g], 0.0), 1.0), 1, self._node_price[n],
                     np.minimum(row, 1.0), over)
         occ = st.jobs_on_gpu[n, gpus] > 0
-        if not occ.any():  # whole-GPU jobs start on, and leave, empty GPUs
+        if not np.count_nonzero(occ):  # whole-GPU jobs start on, and leave, empty GPUs
             return None
         alloc = float(np.clip(1.0 - st.free[n, gpus], 0.0, 1.0).sum())
         rows = self.actual[n, gpus, :]

@@ -53,8 +53,8 @@ class RetryFilter:
             # share the job reserves (fit_mask demands it too): the need-th largest share.
             if job.num_gpu > self.state.max_gpus:
                 return False
-            col, floor = self.state.free_desc[:, job.num_gpu - 1], reserve - EPS
+            col, floor = self.state.kth_free[job.num_gpu - 1], reserve - EPS
             if not any(col[n] >= floor for n in fresh):
                 return False
         nodes = np.fromiter(fresh, dtype=np.int64)
-        return bool(self.state.fit_mask(job, reserve, nodes).any())
+        return bool(np.count_nonzero(self.state.fit_mask(job, reserve, nodes)))

