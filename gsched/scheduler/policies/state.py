@@ -314,23 +314,26 @@ class ClusterState:
         del self.node_jobs[n][job_id]
         if gpus:
             g = gpus[0] if len(gpus) == 1 else list(gpus)
-            self.free[n, g] += r.placement.reserved
-            if r.job.gpu_mem_mib:
-                self.gpu_mem_free[n, g] += r.job.gpu_mem_mib
-            self.load[n, g] -= r.load
-            if r.job.preemptible:
-                self.preemptible_load[n, g] -= r.load
-                self.preemptible_reserved[n, g] -= r.placement.reserved
+            # GPUs this job was alone on are snapped back to exactly empty (no float dust
+            # from += / -=): the reset overwrites what the arithmetic would have made.
+            last = (self.jobs_on_gpu[n, g] == 1 if len(gpus) == 1
+                    else bool((self.jobs_on_gpu[n, g] == 1).all()))
+            if not last:
+                self.free[n, g] += r.placement.reserved
+                if r.job.gpu_mem_mib:
+                    self.gpu_mem_free[n, g] += r.job.gpu_mem_mib
+                self.load[n, g] -= r.load
+                if r.job.preemptible:
+                    self.preemptible_load[n, g] -= r.load
+                    self.preemptible_reserved[n, g] -= r.placement.reserved
             self.jobs_on_gpu[n, g] -= 1
             if r.job.kind == "inference":
                 self.inference_on_gpu[n, g] -= 1
                 if r.job.profile is not None:
                     self.forecast_on_gpu[n, g] -= 1
-            # Snap float dust back so an empty GPU is exactly empty.
-            if len(gpus) == 1:
-                if self.jobs_on_gpu[n, g] == 0:
-                    self._reset_gpus(n, g)
-            else:
+            if last:
+                self._reset_gpus(n, g)
+            elif len(gpus) > 1:  # some of its GPUs are empty now, some still shared
                 empty = np.array(gpus)[self.jobs_on_gpu[n, g] == 0]
                 if len(empty):
                     self._reset_gpus(n, empty)
