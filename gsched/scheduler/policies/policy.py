@@ -179,8 +179,8 @@ def resource_fractions(state: ClusterState, job: Job, reserve: float) -> list[np
     Kubernetes' NodeResourcesFit scorers (LeastAllocated / MostAllocated) average these
     over CPU, memory and GPUs; resources a node does not declare are left out.
     """
-    gpu_used = state.node_alloc + job.num_gpu * reserve
-    fracs = [np.where(state.has_gpus, gpu_used / state.gpu_count_or_1, 0.0)]
+    gpu_used = (state.node_alloc + job.num_gpu * reserve) / state.gpu_count_or_1
+    fracs = [gpu_used if state.all_have_gpus else np.where(state.has_gpus, gpu_used, 0.0)]
     if state.any_cpu_limit:
         fracs.append(np.where(state.cpu_unlimited, 0.0,
                               (state.cpu_total - state.cpu_free + job.cpu_milli)

@@ -117,6 +117,7 @@ class ClusterState:
         self.any_cpu_limit = not self.cpu_unlimited.all()
         self.any_mem_limit = not self.mem_unlimited.all()
         self.has_gpus = self.gpu_count > 0
+        self.all_have_gpus = bool(self.has_gpus.all())
         self.gpu_count_or_1 = np.maximum(self.gpu_count, 1)
         self.free = np.where(self.gpu_valid, 1.0, -1.0)
         self.gpu_mem_free = np.where(self.gpu_valid, self.gpu_mem_total[:, None], -1.0)
@@ -204,6 +205,13 @@ class ClusterState:
             return a if nodes is None else a[nodes]
 
         mask = self.static_mask(job)
+        if (job.num_gpu and not job.cpu_milli and not job.memory_mib and not job.gpu_mem_mib
+                and job.num_gpu <= self.max_gpus and not np.count_nonzero(self.blocked)):
+            # the common GPU job: the k-th largest free share of a node says it all
+            col = self.kth_free[job.num_gpu - 1]
+            if nodes is None:
+                return mask & (col >= reserve - EPS)
+            return mask[nodes] & (col[nodes] >= reserve - EPS)
         mask = mask.copy() if nodes is None else mask[nodes]
         if job.cpu_milli:
             mask &= rows(self.cpu_unlimited) | (rows(self.cpu_free) >= job.cpu_milli - EPS)
