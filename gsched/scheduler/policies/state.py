@@ -370,10 +370,9 @@ class ClusterState:
         """Recompute node n's aggregates from its row (after its GPUs changed)."""
         row = self.free[n]
         # the 1-D sum of a row adds in the same order as `sum(axis=1)` over the grid
-        if self._full_row[n]:
-            self.node_alloc[n] = (1.0 - row).sum()
-        else:
-            self.node_alloc[n] = np.where(self.gpu_valid[n], 1.0 - row, 0.0).sum()
+        # (`np.add.reduce` is what `ndarray.sum` calls, without its Python wrapper)
+        used = 1.0 - row if self._full_row[n] else np.where(self.gpu_valid[n], 1.0 - row, 0.0)
+        self.node_alloc[n] = np.add.reduce(used)
         self.kth_free[:, n] = np.sort(row)[::-1]
 
     def _reset_gpus(self, n: int, idx: int | np.ndarray) -> None:
