@@ -43,6 +43,7 @@ class Accounting:
         self.slot_len = DAY_SECONDS / state.slots
         self.total_gpus = max(state.total_gpus, 1)
         self.gpu_price = np.repeat(state.node_price[:, None], state.max_gpus, axis=1)
+        self._node_price: list[float] = state.node_price.astype(np.float64).tolist()
         self.alloc_now = 0.0
         self.occupied_now = 0
         self.cost_rate = 0.0  # USD per second
@@ -62,40 +63,68 @@ class Accounting:
         self._last_sample = -np.inf
         self._zeros = np.zeros(self.slots)
 
-    def _contrib(self, n: int, gpus: list[int]) -> tuple[float, int, float, np.ndarray,
-                                                       np.ndarray]:
+    def _contrib(self, n: int, gpus: list[int]) -> tuple | None:
+        """What GPUs `gpus` of node n add to the running sums; None when they are empty.
+
+        An empty GPU adds exactly nothing (its free share, load and counts are reset to
+        exact zeros), so the common start on empty GPUs, or finish that empties them,
+        skips computing that side; `after_change` adds the other side as it is, which
+        is the same floating-point result as subtracting zeros.
+        """
         st = self.state
         if len(gpus) == 1:  # the common case, without fancy indexing
             g = gpus[0]
-            occupied = st.jobs_on_gpu[n, g] > 0
+            if st.jobs_on_gpu[n, g] == 0:
+                return None
             row = self.actual[n, g]
             over = ((row > 1.0 + EPS).astype(np.float64) if st.inference_on_gpu[n, g] > 0
                     else self._zeros)
-            return (min(max(1.0 - st.free[n, g], 0.0), 1.0), int(occupied),
-                    float(self.gpu_price[n, g]) if occupied else 0.0,
+            return (min(max(1.0 - st.free[n, g], 0.0), 1.0), 1, self._node_price[n],
                     np.minimum(row, 1.0), over)
-        alloc = float(np.clip(1.0 - st.free[n, gpus], 0.0, 1.0).sum())
         occ = st.jobs_on_gpu[n, gpus] > 0
+        if not np.count_nonzero(occ):  # whole-GPU jobs start on, and leave, empty GPUs
+            return None
+        alloc = float(np.clip(1.0 - st.free[n, gpus], 0.0, 1.0).sum())
         rows = self.actual[n, gpus, :]
         util = np.minimum(rows, 1.0).sum(axis=0)
         inf = (st.inference_on_gpu[n, gpus] > 0)[:, None]
         over = ((rows > 1.0 + EPS) & inf).sum(axis=0)
         return alloc, int(occ.sum()), float(self.gpu_price[n, gpus][occ].sum()), util, over
 
-    def before_change(self, n: int, gpus: list[int]) -> tuple:
+    def before_change(self, n: int, gpus: list[int]) -> tuple | None:
         return self._contrib(n, gpus) if gpus else ()
 
-    def after_change(self, n: int, gpus: list[int], before: tuple) -> None:
+    def after_change(self, n: int, gpus: list[int], before: tuple | None) -> None:
         if not gpus:
             return
-        a1, o1, p1, u1, r1 = self._contrib(n, gpus)
-        a0, o0, p0, u0, r0 = before
-        self.alloc_now += a1 - a0
-        self.occupied_now += o1 - o0
-        self.cost_rate += (p1 - p0) / 3600.0
-        self.util_by_slot += u1 - u0
-        if r1 is not self._zeros or r0 is not self._zeros:  # no inference: nothing changes
-            self.over_by_slot += r1 - r0
+        after = self._contrib(n, gpus)
+        if before is None:  # started on an empty GPU: the sums gain `after` as it is
+            if after is None:
+                return
+            a1, o1, p1, u1, r1 = after
+            self.alloc_now += a1
+            self.occupied_now += o1
+            self.cost_rate += p1 / 3600.0
+            self.util_by_slot += u1
+            if r1 is not self._zeros:
+                self.over_by_slot += r1
+        elif after is None:  # emptied the GPU: the sums lose `before` as it was
+            a0, o0, p0, u0, r0 = before
+            self.alloc_now += 0.0 - a0
+            self.occupied_now -= o0
+            self.cost_rate += (0.0 - p0) / 3600.0
+            self.util_by_slot -= u0
+            if r0 is not self._zeros:
+                self.over_by_slot -= r0
+        else:
+            a1, o1, p1, u1, r1 = after
+            a0, o0, p0, u0, r0 = before
+            self.alloc_now += a1 - a0
+            self.occupied_now += o1 - o0
+            self.cost_rate += (p1 - p0) / 3600.0
+            self.util_by_slot += u1 - u0
+            if r1 is not self._zeros or r0 is not self._zeros:  # no inference: no change
+                self.over_by_slot += r1 - r0
         self.peak_occupied = max(self.peak_occupied, self.occupied_now)
 
     def advance(self, t: float) -> None:

@@ -26,7 +26,6 @@ class RetryFilter:
                        and type(policy).filter is Policy.filter)
         self.released: list[int] = []  # node of every release, in order
         self.missed_at: dict[tuple, int] = {}  # group -> len(released) at its last miss
-        self.free_rows: dict[int, tuple[int, list[float]]] = {}
 
     def note_release(self, node: int) -> None:
         if self.active:
@@ -50,18 +49,12 @@ class RetryFilter:
         fresh = set(self.released[since:])
         self.missed_at[key] = len(self.released)
         if job.num_gpu:
-            # A necessary condition first, in plain Python over each node's few GPUs:
-            # enough GPUs with the free share the job reserves (fit_mask demands it too).
-            need, floor = job.num_gpu, reserve - EPS
-            if not any(sum(f >= floor for f in self._free_row(n)) >= need for n in fresh):
+            # A necessary condition first, one number per node: enough GPUs with the free
+            # share the job reserves (fit_mask demands it too): the need-th largest share.
+            if job.num_gpu > self.state.max_gpus:
+                return False
+            col, floor = self.state.kth_free[job.num_gpu - 1], reserve - EPS
+            if not any(col[n] >= floor for n in fresh):
                 return False
         nodes = np.fromiter(fresh, dtype=np.int64)
-        return bool(self.state.fit_mask(job, reserve, nodes).any())
-
-    def _free_row(self, n: int) -> list[float]:
-        """Node n's free share per GPU as Python floats, cached per node version."""
-        version = int(self.state.node_version[n])
-        hit = self.free_rows.get(n)
-        if hit is None or hit[0] != version:
-            hit = self.free_rows[n] = (version, self.state.free[n].tolist())
-        return hit[1]
+        return bool(np.count_nonzero(self.state.fit_mask(job, reserve, nodes)))

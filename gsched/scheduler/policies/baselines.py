@@ -11,7 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from gsched.models import Job
-from gsched.scheduler.policies.policy import Policy, loosest_gpus, resource_fractions
+from gsched.scheduler.policies.policy import (
+    Policy,
+    loosest_gpus,
+    mean_fraction,
+    resource_fractions,
+)
 from gsched.scheduler.policies.state import ClusterState
 
 
@@ -21,8 +26,7 @@ class K8sSpreadPolicy(Policy):
     name = "k8s-spread"
 
     def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
-        fracs = list(resource_fractions(state, job, self.reservation(job)))
-        return 1.0 - np.mean(fracs, axis=0)
+        return 1.0 - mean_fraction(resource_fractions(state, job, self.reservation(job)))
 
     def choose_gpus(self, state: ClusterState, job: Job, node: int) -> tuple[int, ...]:
         return loosest_gpus(state, job, node, self.reservation(job))
@@ -34,8 +38,7 @@ class BinpackPolicy(Policy):
     name = "binpack"
 
     def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
-        fracs = list(resource_fractions(state, job, self.reservation(job)))
-        return np.mean(fracs, axis=0)
+        return mean_fraction(resource_fractions(state, job, self.reservation(job)))
 
 
 class PeakFFDPolicy(Policy):
@@ -52,8 +55,7 @@ class PeakFFDPolicy(Policy):
     def choose_gpus(self, state: ClusterState, job: Job, node: int) -> tuple[int, ...]:
         if job.num_gpu == 0:
             return ()
-        ok = state.gpu_fit(job, self.reservation(job))[node] & state.gpu_valid[node]
-        return tuple(int(g) for g in np.flatnonzero(ok)[: job.num_gpu])
+        return tuple(state.fitting_gpus(job, self.reservation(job), node)[: job.num_gpu])
 
     def queue_key(self, job: Job) -> tuple:
         return (-job.priority, -job.num_gpu * self.reservation(job), job.submit_time, job.id)

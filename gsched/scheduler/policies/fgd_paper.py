@@ -24,20 +24,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from gsched.models import Job
 from gsched.scheduler.policies.milli import (
     MAX_NODE_SCORE,
+    MAX_SPEC_CPU,
     MILLI,
-    cpu_left,
     is_shared,
     job_milli,
 )
 from gsched.scheduler.policies.policy import Policy, PolicyConfig
-from gsched.scheduler.policies.state import ClusterState
+from gsched.scheduler.policies.state import EPS, ClusterState
 
 POPULARITY = 0.95
 
@@ -113,11 +113,18 @@ def sigmoid_score(delta: np.ndarray) -> np.ndarray:
     return np.trunc(1.0 / (1.0 + np.exp(-delta / 1000.0)) * MAX_NODE_SCORE)
 
 
+#: node states remembered per job shape before the memo starts afresh (memory bound)
+MEMO_LIMIT = 200_000
+
+
 @dataclass
 class _Cache:
     version: np.ndarray
     score: np.ndarray
     gpus: list[tuple[int, ...]]
+    #: (score, GPUs) by node state: a node's answer depends on nothing else, and a
+    #: replay revisits the same few thousand states over and over
+    memo: dict[tuple, tuple[float, tuple[int, ...]]] = field(default_factory=dict)
 
 
 class PaperFGDPolicy(Policy):
@@ -134,6 +141,7 @@ class PaperFGDPolicy(Policy):
         self.pods = TargetPods.from_jobs(jobs)
         self._cache: dict[tuple, _Cache] = {}
         self._access: tuple[int, np.ndarray] | None = None
+        self._static: tuple[int, list[tuple]] | None = None
         self._frag: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def score(self, state: ClusterState, job: Job, feasible: np.ndarray) -> np.ndarray:
@@ -143,6 +151,15 @@ class PaperFGDPolicy(Policy):
         return self._scores(state, job).gpus[node]
 
     # ------------------------------------------------------------------ internals
+    def _static_keys(self, state: ClusterState) -> list[tuple]:
+        """Per node, what `_compute` reads that never changes: GPU model, GPU count,
+        whether the node declares CPU."""
+        if self._static is None or self._static[0] != id(state):
+            self._static = (id(state), list(zip(state.node_model.tolist(),
+                                                state.gpu_counts,
+                                                state.cpu_unlimited.tolist(), strict=True)))
+        return self._static[1]
+
     def _node_access(self, state: ClusterState) -> np.ndarray:
         if self._access is None or self._access[0] != id(state):
             by_model = self.pods.access(state.model_names)          # (M, models)
@@ -174,20 +191,43 @@ class PaperFGDPolicy(Policy):
             self._cache[key] = cache
         stale = np.flatnonzero(cache.version != state.node_version)
         if len(stale):
-            score, gpus = self._compute(state, job, stale)
-            cache.score[stale] = score
-            for i, n in enumerate(stale):
-                cache.gpus[n] = gpus[i]
-            cache.version[stale] = state.node_version[stale]
+            self._refresh(state, job, cache, stale)
         return cache
+
+    def _refresh(self, state: ClusterState, job: Job, cache: _Cache, stale: np.ndarray) -> None:
+        """Bring `stale` nodes' answers up to date: remembered states from the memo, the
+        rest computed (and remembered)."""
+        memo = cache.memo
+        if len(memo) > MEMO_LIMIT:
+            memo.clear()
+        # everything `_compute` reads of a node: its request view (`node_key`: free
+        # shares with padding, GPU memory, CPU), the guard's closed GPUs, and what never
+        # changes (GPU model and count, whether it declares CPU)
+        node_key, static = state.node_key, self._static_keys(state)
+        idx = stale.tolist()
+        if np.count_nonzero(state.blocked):
+            blocked = state.blocked[stale]
+            keys = [(node_key(n), static[n], blocked[i].tobytes()) for i, n in enumerate(idx)]
+        else:
+            keys = [(node_key(n), static[n], None) for n in idx]
+        missed = [i for i, k in enumerate(keys) if k not in memo]
+        if missed:
+            score, gpus = self._compute(state, job, stale[missed])
+            for j, i in enumerate(missed):
+                memo[keys[i]] = (float(score[j]), gpus[j])
+        score_row, gpus_row = cache.score, cache.gpus
+        for i, n in enumerate(idx):
+            score_row[n], gpus_row[n] = memo[keys[i]]
+        cache.version[stale] = state.node_version[stale]
 
     def _compute(self, state: ClusterState, job: Job, nodes: np.ndarray
                  ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         """(score, GPUs) per node of `nodes`, computed once per distinct node state."""
         free = state.free[nodes]
         left = np.where(free >= 0, np.rint(free * MILLI), -1).astype(np.int64)
-        usable = state.gpu_fit(job, job.gpu_share)[nodes] & state.gpu_valid[nodes]
-        cpu = cpu_left(state)[nodes]
+        usable = ((free >= job.gpu_share - EPS) & (state.gpu_mem_free[nodes] >= job.gpu_mem_mib)
+                  & ~state.blocked[nodes] & state.gpu_valid[nodes])  # gpu_fit's rows
+        cpu = np.where(state.cpu_unlimited[nodes], MAX_SPEC_CPU, state.cpu_free[nodes])
         acc = self._node_access(state)[nodes]
         before = self._before(state, nodes, left, cpu, acc)
         if len(nodes) > 64:  # identical nodes (most of a fresh cluster) computed once

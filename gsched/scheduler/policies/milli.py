@@ -26,6 +26,11 @@ def gpu_left(state: ClusterState) -> np.ndarray:
     return np.where(state.gpu_valid, np.rint(state.free * MILLI), -1).astype(np.int64)
 
 
+def gpu_left_row(state: ClusterState, n: int) -> np.ndarray:
+    """`gpu_left(state)[n]` without converting the whole grid."""
+    return np.where(state.gpu_valid[n], np.rint(state.free[n] * MILLI), -1).astype(np.int64)
+
+
 def node_gpu_left(left: np.ndarray) -> np.ndarray:
     """Free milli-GPU per node (sum over its real GPUs)."""
     return np.clip(left, 0, None).sum(axis=1)
@@ -61,9 +66,8 @@ def tightest_fit(state: ClusterState, job: Job, node: int, left: np.ndarray | No
     free GPUs."""
     if job.num_gpu == 0:
         return ()
-    row = gpu_left(state)[node] if left is None else left[node]
-    ok = state.gpu_fit(job, job.gpu_share)[node] & state.gpu_valid[node]
-    idx = np.flatnonzero(ok)
+    row = gpu_left_row(state, node) if left is None else left[node]
+    idx = np.flatnonzero(state.gpu_fit_row(job, job.gpu_share, node))
     if is_shared(job):
         idx = idx[np.argsort(row[idx], kind="stable")]
     return tuple(int(g) for g in idx[: job.num_gpu])

@@ -61,7 +61,7 @@ class RandomPolicy(PaperPolicy):
     def choose_gpus(self, state: ClusterState, job: Job, node: int) -> tuple[int, ...]:
         if not is_shared(job):
             return tightest_fit(state, job, node)
-        ok = np.flatnonzero(state.gpu_fit(job, job.gpu_share)[node] & state.gpu_valid[node])
+        ok = np.flatnonzero(state.gpu_fit_row(job, job.gpu_share, node))
         return (int(ok[self.rng.integers(len(ok))]),)
 
 

@@ -12,8 +12,6 @@ a policy beyond this interface, so what the simulator scores is what the extende
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 from pydantic import BaseModel, Field
 
@@ -106,20 +104,19 @@ def tightest_gpus(state: ClusterState, job: Job, node: int, reserve: float) -> t
     """The `num_gpu` GPUs of `node` that fit with the least free share left over."""
     if job.num_gpu == 0:
         return ()
-    ok = state.gpu_fit(job, reserve)[node] & state.gpu_valid[node]
-    idx = np.flatnonzero(ok)
-    order = idx[np.argsort(state.free[node, idx], kind="stable")]
-    return tuple(int(g) for g in order[: job.num_gpu])
+    free = state.free[node].tolist()
+    # a stable sort by free share: ties keep index order, as a stable argsort would
+    return tuple(sorted(state.fitting_gpus(job, reserve, node), key=free.__getitem__)
+                 [: job.num_gpu])
 
 
 def loosest_gpus(state: ClusterState, job: Job, node: int, reserve: float) -> tuple[int, ...]:
     """The `num_gpu` GPUs of `node` with the most free share (spreading)."""
     if job.num_gpu == 0:
         return ()
-    ok = state.gpu_fit(job, reserve)[node] & state.gpu_valid[node]
-    idx = np.flatnonzero(ok)
-    order = idx[np.argsort(-state.free[node, idx], kind="stable")]
-    return tuple(int(g) for g in order[: job.num_gpu])
+    free = state.free[node].tolist()
+    return tuple(sorted(state.fitting_gpus(job, reserve, node), key=lambda g: -free[g])
+                 [: job.num_gpu])
 
 
 def summarize_reasons(reasons: np.ndarray) -> NoFit:
@@ -135,7 +132,7 @@ def place(policy: Policy, state: ClusterState, job: Job,
     reasons (the simulator retries queues and only needs yes or no).
     """
     feasible = policy.feasible(state, job)
-    if not feasible.any():
+    if not np.count_nonzero(feasible):  # (`any`, at a fifth of the call overhead)
         return summarize_reasons(policy.filter(state, job)) if explain else NoFit()
     scores = policy.score(state, job, feasible)
     masked = np.where(feasible, scores, -np.inf)
@@ -194,20 +191,25 @@ def _top_levels(vals: np.ndarray, top: int) -> np.ndarray:
     return np.unique(vals)[-top:]
 
 
-def resource_fractions(state: ClusterState, job: Job, reserve: float) -> Iterable[np.ndarray]:
+def resource_fractions(state: ClusterState, job: Job, reserve: float) -> list[np.ndarray]:
     """Per resource, the fraction of each node that would be *requested* after placing job.
 
     Kubernetes' NodeResourcesFit scorers (LeastAllocated / MostAllocated) average these
     over CPU, memory and GPUs; resources a node does not declare are left out.
     """
-    gpu_total = np.maximum(state.gpu_count, 1)
-    gpu_used = state.node_gpu_alloc() + job.num_gpu * reserve
-    yield np.where(state.gpu_count > 0, gpu_used / gpu_total, 0.0)
-    if not state.cpu_unlimited.all():
-        yield np.where(state.cpu_unlimited, 0.0,
-                       (state.cpu_total - state.cpu_free + job.cpu_milli)
-                       / np.maximum(state.cpu_total, 1))
-    if not state.mem_unlimited.all():
-        yield np.where(state.mem_unlimited, 0.0,
-                       (state.mem_total - state.mem_free + job.memory_mib)
-                       / np.maximum(state.mem_total, 1))
+    gpu_used = (state.node_alloc + job.num_gpu * reserve) / state.gpu_count_or_1
+    fracs = [gpu_used if state.all_have_gpus else np.where(state.has_gpus, gpu_used, 0.0)]
+    if state.any_cpu_limit:
+        fracs.append(np.where(state.cpu_unlimited, 0.0,
+                              (state.cpu_total - state.cpu_free + job.cpu_milli)
+                              / np.maximum(state.cpu_total, 1)))
+    if state.any_mem_limit:
+        fracs.append(np.where(state.mem_unlimited, 0.0,
+                              (state.mem_total - state.mem_free + job.memory_mib)
+                              / np.maximum(state.mem_total, 1)))
+    return fracs
+
+
+def mean_fraction(fracs: list[np.ndarray]) -> np.ndarray:
+    """`np.mean(fracs, axis=0)`; one resource (GPUs only) is its own mean, exactly."""
+    return fracs[0] if len(fracs) == 1 else np.mean(fracs, axis=0)

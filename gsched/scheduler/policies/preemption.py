@@ -62,28 +62,27 @@ def find_victims(policy: Policy, state: ClusterState, job: Job,
     limit = MAX_CANDIDATE_NODES if request_view else MAX_GENERIC_CANDIDATES
     best: tuple[tuple, int, list[str]] | None = None
     running = state.running
-    for n in nodes[:limit]:
-        n = int(n)
-        version = int(state.node_version[n])
+    nodes = nodes[:limit]
+    for n, version in zip(nodes.tolist(), state.node_version[nodes].tolist(), strict=True):
         cached = orders.get(n) if orders is not None else None
-        if cached is not None and cached[:2] == (version, job.priority):
-            keyed = cached[2]
+        if cached is not None and cached[0] == version and cached[1] == job.priority:
+            keyed, first_lost = cached[2], cached[3]
         else:
             keyed = sorted((victim_order(running[j].job, started(j)), i, j)
                            for i, j in enumerate(state.node_jobs[n])
                            if running[j].job.preemptible
                            and running[j].job.priority < job.priority)
+            first_lost = running[keyed[0][2]].job.gpu_request if keyed else 0.0
             if orders is not None:
-                orders[n] = (version, job.priority, keyed)
+                orders[n] = (version, job.priority, keyed, first_lost)
         if not keyed:
             continue
         if best is not None and best[0][0] == 1:
             # Only one victim can still win: the node's first, if it loses less than the
             # best so far (or as much, on a lower node). No need to try the rest.
-            first = keyed[0][2]
-            if (running[first].job.gpu_request, n) >= best[0][1:]:
+            if (first_lost, n) >= best[0][1:]:
                 continue
-            order = [first]
+            order = [keyed[0][2]]
         else:
             order = [j for _, _, j in keyed]
         chosen = (_victims_on_row(state, job, reserve, n, order) if request_view

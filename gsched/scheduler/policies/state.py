@@ -99,7 +99,10 @@ class ClusterState:
         self.node_names = [nd.name for nd in nodes]
         self.node_index = {nd.name: i for i, nd in enumerate(nodes)}
         self.gpu_count = np.array([nd.gpu_count for nd in nodes], dtype=np.int64)
+        self.gpu_counts: list[int] = self.gpu_count.tolist()
         self.gpu_valid = np.arange(self.max_gpus)[None, :] < self.gpu_count[:, None]
+        #: nodes with no padding GPUs (every GPU column is real)
+        self._full_row: list[bool] = (self.gpu_count == self.max_gpus).tolist()
         self.gpu_mem_total = np.array([nd.gpu_memory_mib for nd in nodes], dtype=np.float64)
         self.cpu_total = np.array([nd.cpu_milli for nd in nodes], dtype=np.float64)
         self.mem_total = np.array([nd.memory_mib for nd in nodes], dtype=np.float64)
@@ -111,6 +114,11 @@ class ClusterState:
         # Nodes that declare no CPU/memory are not limited by them.
         self.cpu_unlimited = self.cpu_total <= 0
         self.mem_unlimited = self.mem_total <= 0
+        self.any_cpu_limit = not self.cpu_unlimited.all()
+        self.any_mem_limit = not self.mem_unlimited.all()
+        self.has_gpus = self.gpu_count > 0
+        self.all_have_gpus = bool(self.has_gpus.all())
+        self.gpu_count_or_1 = np.maximum(self.gpu_count, 1)
         self.free = np.where(self.gpu_valid, 1.0, -1.0)
         self.gpu_mem_free = np.where(self.gpu_valid, self.gpu_mem_total[:, None], -1.0)
         self.cpu_free = self.cpu_total.copy()
@@ -127,6 +135,16 @@ class ClusterState:
         #: inference whose load is a forecast (a daily profile): what headroom guards
         self.forecast_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
         self.running: dict[str, Running] = {}
+        # -- per-node aggregates, refreshed from the node's row whenever it changes -------
+        # (`_refresh_node`; recomputed by the same expression as over the whole grid, so
+        # they equal a from-scratch computation bit for bit, never a running float sum)
+        #: reserved share per node: what `node_gpu_alloc` returns, without the grid scan.
+        self.node_alloc = np.zeros(n, dtype=np.float64)
+        #: `kth_free[k - 1, n]`: node n's k-th largest free share (padding GPUs hold -1): a
+        #: node has k GPUs with at least x free exactly when `kth_free[k - 1, n] >= x`
+        #: (GPU-major, so one k is a contiguous vector over nodes)
+        self.kth_free = np.sort(self.free, axis=1)[:, ::-1].T.copy()
+        self._keys: dict[int, tuple[int, bytes]] = {}  # node -> (version, node_key)
         #: bumped whenever a node changes, so policies can cache per-node work.
         self.node_version = np.zeros(n, dtype=np.int64)
         self._static: dict[tuple, np.ndarray] = {}
@@ -183,28 +201,38 @@ class ClusterState:
         With `nodes` (indices), only those rows, in that order: a driver that knows which
         nodes changed since a job last failed to fit asks about those alone.
         """
-        if nodes is None:
-            mask = self.static_mask(job).copy()
-            cpu_free, mem_free, free, gmem = self.cpu_free, self.mem_free, self.free, \
-                self.gpu_mem_free
-            cpu_unl, mem_unl = self.cpu_unlimited, self.mem_unlimited
-        else:
-            mask = self.static_mask(job)[nodes]
-            cpu_free, mem_free, free, gmem = (self.cpu_free[nodes], self.mem_free[nodes],
-                                              self.free[nodes], self.gpu_mem_free[nodes])
-            cpu_unl, mem_unl = self.cpu_unlimited[nodes], self.mem_unlimited[nodes]
+        def rows(a: np.ndarray) -> np.ndarray:
+            return a if nodes is None else a[nodes]
+
+        mask = self.static_mask(job)
+        if (job.num_gpu and not job.cpu_milli and not job.memory_mib and not job.gpu_mem_mib
+                and job.num_gpu <= self.max_gpus and not np.count_nonzero(self.blocked)):
+            # the common GPU job: the k-th largest free share of a node says it all
+            col = self.kth_free[job.num_gpu - 1]
+            if nodes is None:
+                return mask & (col >= reserve - EPS)
+            return mask[nodes] & (col[nodes] >= reserve - EPS)
+        mask = mask.copy() if nodes is None else mask[nodes]
         if job.cpu_milli:
-            mask &= cpu_unl | (cpu_free >= job.cpu_milli - EPS)
+            mask &= rows(self.cpu_unlimited) | (rows(self.cpu_free) >= job.cpu_milli - EPS)
         if job.memory_mib:
-            mask &= mem_unl | (mem_free >= job.memory_mib - EPS)
-        if job.num_gpu:
-            ok = (free >= reserve - EPS) & ~(self.blocked if nodes is None else self.blocked[nodes])
-            if job.gpu_mem_mib:
-                ok &= gmem >= job.gpu_mem_mib
-            if job.num_gpu == 1:
-                mask &= ok.any(axis=1)
+            mask &= rows(self.mem_unlimited) | (rows(self.mem_free) >= job.memory_mib - EPS)
+        if not job.num_gpu:
+            return mask
+        if not job.gpu_mem_mib and not np.count_nonzero(self.blocked):
+            # GPUs fit on share alone: the k-th largest free share of a node says it.
+            if job.num_gpu > self.max_gpus:
+                mask[:] = False
             else:
-                mask &= ok.sum(axis=1) >= job.num_gpu
+                mask &= rows(self.kth_free[job.num_gpu - 1]) >= reserve - EPS
+            return mask
+        ok = (rows(self.free) >= reserve - EPS) & ~rows(self.blocked)
+        if job.gpu_mem_mib:
+            ok &= rows(self.gpu_mem_free) >= job.gpu_mem_mib
+        if job.num_gpu == 1:
+            mask &= ok.any(axis=1)
+        else:
+            mask &= ok.sum(axis=1) >= job.num_gpu
         return mask
 
     def gpu_fit(self, job: Job, reserve: float) -> np.ndarray:
@@ -232,8 +260,24 @@ class ClusterState:
         return reasons
 
     def node_gpu_alloc(self) -> np.ndarray:
-        """Reserved share per node (sum over its GPUs)."""
-        return np.where(self.gpu_valid, 1.0 - self.free, 0.0).sum(axis=1)
+        """Reserved share per node (sum over its GPUs), kept per node (`node_alloc`)."""
+        return self.node_alloc.copy()
+
+    def fitting_gpus(self, job: Job, reserve: float, n: int) -> list[int]:
+        """Node n's GPUs that can take `reserve` share and the job's memory, in index
+        order: `flatnonzero(gpu_fit_row(...))` in plain Python (a node has a few GPUs, and
+        a handful of numpy calls on 8 values cost more than the loop)."""
+        free, mem = self.free[n].tolist(), self.gpu_mem_free[n].tolist()
+        blocked = self.blocked[n].tolist()
+        floor, need = reserve - EPS, job.gpu_mem_mib
+        return [g for g in range(self.gpu_counts[n])
+                if free[g] >= floor and mem[g] >= need and not blocked[g]]
+
+    def gpu_fit_row(self, job: Job, reserve: float, n: int) -> np.ndarray:
+        """`gpu_fit(job, reserve)[n] & gpu_valid[n]`: node n's GPUs that can take the job,
+        without computing the mask over the whole grid."""
+        return ((self.free[n] >= reserve - EPS) & (self.gpu_mem_free[n] >= job.gpu_mem_mib)
+                & ~self.blocked[n] & self.gpu_valid[n])
 
     def allocated_gpus(self) -> float:
         return float(np.where(self.gpu_valid, 1.0 - self.free, 0.0).sum())
@@ -250,7 +294,8 @@ class ClusterState:
             # One GPU (most jobs): a plain index updates views in place, no fancy indexing.
             g = gpus[0] if len(gpus) == 1 else list(gpus)
             self.free[n, g] -= placement.reserved
-            self.gpu_mem_free[n, g] -= job.gpu_mem_mib
+            if job.gpu_mem_mib:  # (subtracting 0 changes nothing: skipped, like below)
+                self.gpu_mem_free[n, g] -= job.gpu_mem_mib
             self.load[n, g] += load
             if job.preemptible:
                 self.preemptible_load[n, g] += load
@@ -260,8 +305,12 @@ class ClusterState:
                 self.inference_on_gpu[n, g] += 1
                 if job.profile is not None:
                     self.forecast_on_gpu[n, g] += 1
-        self.cpu_free[n] -= job.cpu_milli
-        self.mem_free[n] -= job.memory_mib
+        if job.cpu_milli:
+            self.cpu_free[n] -= job.cpu_milli
+        if job.memory_mib:
+            self.mem_free[n] -= job.memory_mib
+        if gpus:
+            self._refresh_node(n)
         self.node_version[n] += 1
         self.running[job.id] = Running(job, placement, load)
         self.node_jobs[n][job.id] = None
@@ -273,29 +322,58 @@ class ClusterState:
         del self.node_jobs[n][job_id]
         if gpus:
             g = gpus[0] if len(gpus) == 1 else list(gpus)
-            self.free[n, g] += r.placement.reserved
-            self.gpu_mem_free[n, g] += r.job.gpu_mem_mib
-            self.load[n, g] -= r.load
-            if r.job.preemptible:
-                self.preemptible_load[n, g] -= r.load
-                self.preemptible_reserved[n, g] -= r.placement.reserved
+            # GPUs this job was alone on are snapped back to exactly empty (no float dust
+            # from += / -=): the reset overwrites what the arithmetic would have made.
+            last = (self.jobs_on_gpu[n, g] == 1 if len(gpus) == 1
+                    else bool((self.jobs_on_gpu[n, g] == 1).all()))
+            if not last:
+                self.free[n, g] += r.placement.reserved
+                if r.job.gpu_mem_mib:
+                    self.gpu_mem_free[n, g] += r.job.gpu_mem_mib
+                self.load[n, g] -= r.load
+                if r.job.preemptible:
+                    self.preemptible_load[n, g] -= r.load
+                    self.preemptible_reserved[n, g] -= r.placement.reserved
             self.jobs_on_gpu[n, g] -= 1
             if r.job.kind == "inference":
                 self.inference_on_gpu[n, g] -= 1
                 if r.job.profile is not None:
                     self.forecast_on_gpu[n, g] -= 1
-            # Snap float dust back so an empty GPU is exactly empty.
-            if len(gpus) == 1:
-                if self.jobs_on_gpu[n, g] == 0:
-                    self._reset_gpus(n, g)
-            else:
+            if last:
+                self._reset_gpus(n, g)
+            elif len(gpus) > 1:  # some of its GPUs are empty now, some still shared
                 empty = np.array(gpus)[self.jobs_on_gpu[n, g] == 0]
                 if len(empty):
                     self._reset_gpus(n, empty)
-        self.cpu_free[n] += r.job.cpu_milli
-        self.mem_free[n] += r.job.memory_mib
+        if r.job.cpu_milli:
+            self.cpu_free[n] += r.job.cpu_milli
+        if r.job.memory_mib:
+            self.mem_free[n] += r.job.memory_mib
+        if gpus:
+            self._refresh_node(n)
         self.node_version[n] += 1
         return r
+
+    def node_key(self, n: int) -> bytes:
+        """Node n's request view as bytes (free shares with padding, GPU memory, CPU,
+        memory): equal keys mean equal rows, so a policy can remember its answers by
+        node state. Cached per node version."""
+        version = int(self.node_version[n])
+        hit = self._keys.get(n)
+        if hit is None or hit[0] != version:
+            hit = self._keys[n] = (version, self.free[n].tobytes()
+                                   + self.gpu_mem_free[n].tobytes()
+                                   + self.cpu_free[n].tobytes() + self.mem_free[n].tobytes())
+        return hit[1]
+
+    def _refresh_node(self, n: int) -> None:
+        """Recompute node n's aggregates from its row (after its GPUs changed)."""
+        row = self.free[n]
+        # the 1-D sum of a row adds in the same order as `sum(axis=1)` over the grid
+        # (`np.add.reduce` is what `ndarray.sum` calls, without its Python wrapper)
+        used = 1.0 - row if self._full_row[n] else np.where(self.gpu_valid[n], 1.0 - row, 0.0)
+        self.node_alloc[n] = np.add.reduce(used)
+        self.kth_free[:, n] = np.sort(row)[::-1]
 
     def _reset_gpus(self, n: int, idx: int | np.ndarray) -> None:
         """Snap emptied GPUs back to exactly empty (no float dust from += / -=)."""
