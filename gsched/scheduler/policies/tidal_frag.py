@@ -31,8 +31,14 @@ from gsched.scheduler.policies.milli import MILLI, cpu_left
 from gsched.scheduler.policies.online import GpuFit
 from gsched.scheduler.policies.state import ClusterState
 
-#: weights that make the three criteria lexicographic (see the module docstring)
+#: weights that make the criteria lexicographic (see the module docstring)
 W_STRANDED, W_TIDAL = 1e-5, 1e-7
+#: a shared job's gap-balance term (0..1) and, below it, the tidal score (0..~2)
+W_GAPS, W_TIDAL_SHARED = 1e-8, 1e-11
+#: milli-GPU per gap level (the gap-balance term and the waste table)
+GAP_LEVEL = 10
+#: weight of the expected waste of each GPU's gap in the fragmentation measure
+W_WASTE = 0.5
 #: a `load_first` job ranks by the tidal score first; the band (0..100) then breaks ties
 W_BAND = 1e-4
 
@@ -51,6 +57,32 @@ def load_first(job: Job) -> bool:
     return job.profile is not None or job.utilization < 1.0
 
 
+def waste_table(milli: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Expected milli-GPU a GPU's gap ends up stranding, per gap level (0..1000 by
+    `GAP_LEVEL`), if shares of the workload keep landing on it until none fits.
+
+    FGD counts a gap as stranded for each share larger than it, one share ahead. Looked
+    further: a gap h takes a next share m among those that fit (m <= h, in proportion to
+    their popularity) and its gap h - m goes on; when none fits, h is stranded. So
+    `W(h) = h` if no share fits, else `W(h) = sum_{m <= h} P(m | fits) W(h - m)`;
+    `milli`/`weight` are the workload's per-GPU shares and popularity. A 530 gap that
+    a 470 share fills to 60 strands little; a 210 gap that only rare small shares fit
+    strands most of itself, so moves that leave the workload gaps it can fill rank
+    above moves that leave dead ones."""
+    top = MILLI // GAP_LEVEL
+    table = np.arange(top + 1) * float(GAP_LEVEL)
+    keep = (milli > 0) & (weight > 0)
+    if not keep.any():  # no share fits this GPU model: every gap is stranded
+        return table
+    level = np.ceil(milli[keep] / GAP_LEVEL).astype(np.int64)
+    w = weight[keep]
+    for h in range(1, top + 1):
+        fits = level <= h
+        if fits.any():
+            table[h] = w[fits] @ table[h - level[fits]] / w[fits].sum()
+    return table
+
+
 def cpu_per_gpu(jobs: list[Job]) -> float:
     """milli-CPU the workload's GPU jobs ask per milli-GPU (0 when they ask no CPU)."""
     gpu = sum(j.num_gpu * peak_milli(j) for j in jobs if j.num_gpu)
@@ -65,6 +97,7 @@ class _Cache:
     gpus: list[tuple[int, ...]]
     ok: np.ndarray       # the job's per-GPU fit it was computed from
     tscore: np.ndarray   # and the per-GPU tidal score
+    per_gpu: np.ndarray | None = None  # a shared job's key per GPU, before the gap term
 
 
 class TimeFragmentation:
@@ -77,6 +110,7 @@ class TimeFragmentation:
         self.cap = 1.0 - headroom
         self.pods = TargetPods.from_jobs(jobs, demand=peak_milli)
         self.rho = cpu_per_gpu(jobs)
+        self._per_gpu: np.ndarray | None = None
         self._cache: dict[tuple, _Cache] = {}
         self._state_id = -1
 
@@ -87,6 +121,13 @@ class TimeFragmentation:
             self._version = np.full(state.n_nodes, -1, dtype=np.int64)
             self._frag = np.zeros(state.n_nodes)
             self._access = self.pods.access(state.model_names).T[state.node_model]
+            # one waste table per set of shapes a node's GPU model admits
+            rows, self._waste_row = np.unique(self._access, axis=0, return_inverse=True)
+            self._waste_row = self._waste_row.reshape(-1)
+            self._waste = np.stack([waste_table(self.pods.milli, self.pods.weight * r)
+                                    for r in rows])
+            self._left_version = np.full(state.n_nodes, -1, dtype=np.int64)
+            self._left = np.zeros((state.n_nodes, state.max_gpus), dtype=np.int64)
 
     def peak_left(self, state: ClusterState, nodes: np.ndarray) -> np.ndarray:
         """(rows, gpus) milli-GPU left at each GPU's daily peak; padding GPUs hold -1."""
@@ -104,13 +145,47 @@ class TimeFragmentation:
         """The banded fragmentation score of a dF (milli-GPU)."""
         return sigmoid_score(delta * (1000.0 / self.band_scale))
 
+    def gap_balance(self, state: ClusterState, d: int) -> np.ndarray:
+        """(nodes, gpus) change in the sum of squared gap counts if a `d`-milli share
+        went to each GPU, over the largest possible change (so within -1..1).
+
+        The sum-of-squares rule of online bin packing (Csirik et al., "On the
+        sum-of-squares algorithm for bin packing", J. ACM 2006): N(h) counts the GPUs
+        with h milli-GPU left at their peak (0 < h < 1000); a move from gap h to h - d
+        changes sum N^2 by (1 - 2 N(h)) + (1 + 2 N(h - d)) (each term only for a partial
+        gap). Lower is better: it fills the common gaps and avoids creating more of
+        them, so shared jobs' leftovers pair up instead of piling up at one size."""
+        stale = np.flatnonzero(self._left_version != state.node_version)
+        if len(stale):
+            self._left[stale] = self.peak_left(state, stale)
+            self._left_version[stale] = state.node_version[stale]
+        left = self._left
+        top = MILLI // GAP_LEVEL
+        count = np.bincount(left[left >= 0] // GAP_LEVEL, minlength=top + 1).astype(np.float64)
+        count[0] = count[top:] = 0.0
+        after = left - d
+        level = np.clip(left, 0, None) // GAP_LEVEL
+        delta = (np.where((left > 0) & (left < MILLI), 1.0 - 2.0 * count[level], 0.0)
+                 + np.where(after > 0, 1.0 + 2.0 * count[np.clip(after, 0, None) // GAP_LEVEL],
+                            0.0))
+        return delta / (4.0 * state.total_gpus + 2.0)
+
+    def fragmentation(self, left: np.ndarray, cpu: np.ndarray, nodes: np.ndarray
+                      ) -> np.ndarray:
+        """FGD's F per row plus `W_WASTE` times the expected waste of each GPU's gap
+        (`waste_table`); `nodes` names each row's node (rows may repeat a node)."""
+        f = self.pods.fragmentation(left, cpu, self._access[nodes])
+        table = self._waste[self._waste_row[nodes]]
+        level = np.clip(left, 0, None) // GAP_LEVEL
+        waste = np.where(left >= 0, np.take_along_axis(table, level, axis=1), 0.0)
+        return f + W_WASTE * waste.sum(axis=1)
+
     def _before(self, state: ClusterState, nodes: np.ndarray, left: np.ndarray,
                 cpu: np.ndarray) -> np.ndarray:
         stale = self._version[nodes] != state.node_version[nodes]
         if stale.any():
             idx = nodes[stale]
-            self._frag[idx] = self.pods.fragmentation(left[stale], cpu[stale],
-                                                      self._access[idx])
+            self._frag[idx] = self.fragmentation(left[stale], cpu[stale], idx)
             self._version[idx] = state.node_version[idx]
         return self._frag[nodes]
 
@@ -142,16 +217,25 @@ class TimeFragmentation:
             for i, n in enumerate(stale):
                 cache.gpus[n] = gpus[i]
             cache.version[stale] = state.node_version[stale]
+            if self._per_gpu is not None:
+                if cache.per_gpu is None:
+                    cache.per_gpu = np.full((state.n_nodes, state.max_gpus), -np.inf)
+                cache.per_gpu[stale] = self._per_gpu
             if fit is not None:
                 cache.ok[stale] = fit.ok[stale]
                 cache.tscore[stale] = tscore[stale]
-        return np.where(feasible, cache.score, -np.inf), cache.gpus
+        if cache.per_gpu is None:
+            return np.where(feasible, cache.score, -np.inf), cache.gpus
+        per_gpu = cache.per_gpu - W_GAPS * self.gap_balance(state, peak_milli(job))
+        best = np.argmax(per_gpu, axis=1)
+        score = per_gpu[np.arange(state.n_nodes), best]
+        gpus = [(int(b),) for b in best]
+        return np.where(feasible & np.isfinite(score), score, -np.inf), gpus
 
     def _compute(self, state: ClusterState, job: Job, nodes: np.ndarray,
                  fit: GpuFit | None) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         left = self.peak_left(state, nodes)
         cpu = cpu_left(state)[nodes]
-        acc = self._access[nodes]
         before = self._before(state, nodes, left, cpu)
         after_cpu = cpu - job.cpu_milli
         k, d = job.num_gpu, peak_milli(job)
@@ -160,20 +244,24 @@ class TimeFragmentation:
         stranded = self.stranded(total - k * d, after_cpu) - self.stranded(total, cpu)
         gpus: list[tuple[int, ...]] = [()] * rows
         tidal = np.zeros(rows)
+        self._per_gpu = None
         if k == 0 or fit is None:
-            band = self.band(before - self.pods.fragmentation(left, after_cpu, acc))
+            band = self.band(before - self.fragmentation(left, after_cpu, nodes))
         elif k == 1:
             ok, tscore = fit.ok[nodes], np.where(fit.ok[nodes], fit.score[nodes], 0.0)
             cand = np.repeat(left[:, None, :], g, axis=1)
             cand[:, np.arange(g), np.arange(g)] -= d
             np.maximum(cand, np.where(left >= 0, 0, -1)[:, None, :], out=cand)
-            after = self.pods.fragmentation(cand.reshape(rows * g, g), np.repeat(after_cpu, g),
-                                            np.repeat(acc, g, axis=0)).reshape(rows, g)
+            after = self.fragmentation(cand.reshape(rows * g, g), np.repeat(after_cpu, g),
+                                       np.repeat(nodes, g)).reshape(rows, g)
             raw = self.band(before[:, None] - after)
             if load_first(job):
                 per_gpu = np.where(ok, tscore + W_BAND * raw, -np.inf)
             else:
                 per_gpu = np.where(ok, raw + W_TIDAL * tscore, -np.inf)
+                if d < MILLI:  # a share: the gap term joins per call (node_scores)
+                    self._per_gpu = np.where(ok, raw - W_STRANDED * stranded[:, None]
+                                             + W_TIDAL_SHARED * tscore, -np.inf)
             best = np.argmax(per_gpu, axis=1)
             band = raw[np.arange(rows), best]
             tidal = tscore[np.arange(rows), best]
@@ -185,7 +273,7 @@ class TimeFragmentation:
             np.put_along_axis(take, order[:, :k], True, axis=1)
             take &= ok
             after_left = np.where(take, np.maximum(left - d, 0), left)
-            band = self.band(before - self.pods.fragmentation(after_left, after_cpu, acc))
+            band = self.band(before - self.fragmentation(after_left, after_cpu, nodes))
             tidal = np.where(take, fit.score[nodes], 0.0).sum(axis=1) / k
             gpus = [tuple(int(i) for i in np.flatnonzero(take[r])) for r in range(rows)]
         if load_first(job):  # interleaving first, then fragmentation
