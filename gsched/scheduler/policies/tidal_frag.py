@@ -5,22 +5,29 @@ cannot use. Under daily profiles a GPU that is free in the valley but promised a
 peak is not free for a new service that must fit every slot, so the free capacity that
 counts is what is left at the GPU's own peak: `cap - max_t load[g, t]` (cap = 1, or
 1 - headroom on a GPU guarding forecast inference). Each shape of the target workload
-demands its own daily peak per GPU. With flat loads (openb) this is exactly the paper's
-FGD measure; with profiles, two services whose peaks interleave leave more room at the
-peak, so the measure rewards interleaving for free.
+demands its own daily peak per GPU. With flat loads (openb) this is the paper's FGD
+measure; with profiles, two services whose peaks interleave leave more room at the
+peak, so the measure rewards interleaving for free. To it the measure adds, at weight
+`W_WASTE`, each GPU's *expected waste* (`waste_table`): the gap the GPU would strand if
+the workload's shares kept filling it, FGD's one-pod-ahead view looked further ahead.
 
 A node's score is lexicographic, highest first:
-1. the paper's banded fragmentation score, `int(sigmoid(dF / 1000) * 100)`, dF in
+1. the banded score of that fragmentation, `int(sigmoid(dF / 1000) * 100)`, dF in
    milli-GPU, so that near-equal moves tie and node order packs them (first fit);
 2. the GPU the move strands behind missing CPU: a node's free GPU beyond what its free
    CPU can feed at the workload's CPU-per-GPU ratio (`rho`). FGD sees CPU only through
    each shape's all-or-nothing fit; this term keeps CPU on GPU-dense nodes for the GPU
    pods that need it and sends CPU-only pods where CPU is plentiful;
-3. `online.LoadIndex`'s per-GPU tidal score (occupied, interleaving, fuller day).
+3. for a shared GPU (one GPU, part of it), the sum-of-squares gap balance
+   (`gap_balance`): fill the gaps the cluster has many of, create few of any one size;
+4. `online.LoadIndex`'s per-GPU tidal score (occupied, interleaving, fuller day).
+Terms 1-2 are cached per node version; term 3 moves with every placement anywhere, so
+it joins the cached per-GPU keys on each call (one pass over the nodes' GPUs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +107,20 @@ class _Cache:
     per_gpu: np.ndarray | None = None  # a shared job's key per GPU, before the gap term
 
 
+class _OneGpu(Sequence[tuple[int, ...]]):
+    """Per node, the one GPU a shared job would take there, built only for the nodes
+    asked about (the caller reads one; a list for every node costs more than the rest)."""
+
+    def __init__(self, best: np.ndarray) -> None:
+        self.best = best
+
+    def __len__(self) -> int:
+        return len(self.best)
+
+    def __getitem__(self, node):  # type: ignore[override]
+        return (int(self.best[node]),)
+
+
 class TimeFragmentation:
     """Per-node scores and GPU choices for one state, cached per node version."""
 
@@ -163,11 +184,12 @@ class TimeFragmentation:
         top = MILLI // GAP_LEVEL
         count = np.bincount(left[left >= 0] // GAP_LEVEL, minlength=top + 1).astype(np.float64)
         count[0] = count[top:] = 0.0
-        after = left - d
-        level = np.clip(left, 0, None) // GAP_LEVEL
-        delta = (np.where((left > 0) & (left < MILLI), 1.0 - 2.0 * count[level], 0.0)
-                 + np.where(after > 0, 1.0 + 2.0 * count[np.clip(after, 0, None) // GAP_LEVEL],
-                            0.0))
+        # per milli-GPU gap h: the change from a GPU leaving gap h and from one arriving at it
+        h = np.arange(MILLI + 1)
+        partial = (h > 0) & (h < MILLI)
+        leave = np.where(partial, 1.0 - 2.0 * count[h // GAP_LEVEL], 0.0)
+        arrive = np.where(h > 0, 1.0 + 2.0 * count[h // GAP_LEVEL], 0.0)
+        delta = leave[np.clip(left, 0, MILLI)] + arrive[np.clip(left - d, 0, MILLI)]
         return delta / (4.0 * state.total_gpus + 2.0)
 
     def fragmentation(self, left: np.ndarray, cpu: np.ndarray, nodes: np.ndarray
@@ -190,7 +212,7 @@ class TimeFragmentation:
         return self._frag[nodes]
 
     def node_scores(self, state: ClusterState, job: Job, key: tuple, feasible: np.ndarray,
-                    fit: GpuFit | None) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+                    fit: GpuFit | None) -> tuple[np.ndarray, Sequence[tuple[int, ...]]]:
         """(score per node, -inf where infeasible; the job's GPUs per node). `fit` is the
         tidal per-GPU fit of the job (None for a CPU-only job); `key` names the job's
         shape and profile. A node is recomputed when its state or the job's fit on it
@@ -229,8 +251,7 @@ class TimeFragmentation:
         per_gpu = cache.per_gpu - W_GAPS * self.gap_balance(state, peak_milli(job))
         best = np.argmax(per_gpu, axis=1)
         score = per_gpu[np.arange(state.n_nodes), best]
-        gpus = [(int(b),) for b in best]
-        return np.where(feasible & np.isfinite(score), score, -np.inf), gpus
+        return np.where(feasible & np.isfinite(score), score, -np.inf), _OneGpu(best)
 
     def _compute(self, state: ClusterState, job: Job, nodes: np.ndarray,
                  fit: GpuFit | None) -> tuple[np.ndarray, list[tuple[int, ...]]]:
