@@ -234,3 +234,28 @@ def test_inference_reserve_keeps_inference_off_inference_but_not_training_off_va
     st.now = 2 * 3600.0  # 02:00, the day service's valley
     got = place(pol, st, training("t", util=0.8))
     assert isinstance(got, Placement) and got.gpus == (0,)
+
+
+def test_waste_table_is_the_gap_a_gpu_strands_once_the_workloads_shares_fill_it():
+    from gsched.scheduler.policies.tidal_frag import waste_table
+
+    # shares of 470 and 810 milli-GPU, equally popular
+    w = waste_table(np.array([470, 810, 0]), np.array([0.4, 0.4, 0.2]))
+    assert w[53] == pytest.approx(60.0)    # a 530 gap takes a 470 and keeps 60
+    assert w[21] == pytest.approx(210.0)   # nothing fits a 210 gap
+    assert w[100] == pytest.approx(125.0)  # an empty GPU: half 470 (60 left), half 810 (190)
+    # a GPU model no share may use strands its whole gap
+    assert waste_table(np.array([470]), np.array([0.0]))[53] == pytest.approx(530.0)
+
+
+def test_a_share_fills_the_most_common_gap_among_equal_moves():
+    # four one-GPU nodes: n0 has 600 milli-GPU left, n1-n3 700 each. For a 100 share every
+    # move is equal to FGD (and to the expected waste: 100s fill any gap), so node order
+    # would pick n0; the sum-of-squares gap term fills one of the three 700 gaps instead
+    cl = Cluster(nodes=[Node(name=f"n{i}", gpu_count=1, gpu_model="A100") for i in range(4)])
+    st = ClusterState(cl)
+    for i, used in enumerate((0.4, 0.3, 0.3, 0.3)):
+        st.allocate(flat_inference(f"u{i}", used), Placement(i, (0,), used))
+    pol = make_policy("tidal", PolicyConfig(workload=[flat_inference("w", 0.1)]))
+    d = place(pol, st, flat_inference("x", 0.1))
+    assert isinstance(d, Placement) and d.node == 1

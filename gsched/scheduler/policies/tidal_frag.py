@@ -5,18 +5,24 @@ cannot use. Under daily profiles a GPU that is free in the valley but promised a
 peak is not free for a new service that must fit every slot, so the free capacity that
 counts is what is left at the GPU's own peak: `cap - max_t load[g, t]` (cap = 1, or
 1 - headroom on a GPU guarding forecast inference). Each shape of the target workload
-demands its own daily peak per GPU. With flat loads (openb) this is exactly the paper's
-FGD measure; with profiles, two services whose peaks interleave leave more room at the
-peak, so the measure rewards interleaving for free.
+demands its own daily peak per GPU. With flat loads (openb) this is the paper's FGD
+measure; with profiles, two services whose peaks interleave leave more room at the
+peak, so the measure rewards interleaving for free. To it the measure adds, at weight
+`W_WASTE`, each GPU's *expected waste* (`waste_table`): the gap the GPU would strand if
+the workload's shares kept filling it, FGD's one-pod-ahead view looked further ahead.
 
 A node's score is lexicographic, highest first:
-1. the paper's banded fragmentation score, `int(sigmoid(dF / 1000) * 100)`, dF in
+1. the banded score of that fragmentation, `int(sigmoid(dF / 1000) * 100)`, dF in
    milli-GPU, so that near-equal moves tie and node order packs them (first fit);
 2. the GPU the move strands behind missing CPU: a node's free GPU beyond what its free
    CPU can feed at the workload's CPU-per-GPU ratio (`rho`). FGD sees CPU only through
    each shape's all-or-nothing fit; this term keeps CPU on GPU-dense nodes for the GPU
    pods that need it and sends CPU-only pods where CPU is plentiful;
-3. `online.LoadIndex`'s per-GPU tidal score (occupied, interleaving, fuller day).
+3. for a shared GPU (one GPU, part of it), the sum-of-squares gap balance
+   (`gap_balance`): fill the gaps the cluster has many of, create few of any one size;
+4. `online.LoadIndex`'s per-GPU tidal score (occupied, interleaving, fuller day).
+Terms 1-2 are cached per request shape and node version; term 3 moves with every
+placement anywhere, so it is combined with them on each call (one pass over the GPUs).
 """
 
 from __future__ import annotations
@@ -31,8 +37,14 @@ from gsched.scheduler.policies.milli import MILLI, cpu_left
 from gsched.scheduler.policies.online import GpuFit, row_count, top_k
 from gsched.scheduler.policies.state import ClusterState
 
-#: weights that make the three criteria lexicographic (see the module docstring)
+#: weights that make the criteria lexicographic (see the module docstring)
 W_STRANDED, W_TIDAL = 1e-5, 1e-7
+#: a shared job's gap-balance term (0..1) and, below it, the tidal score (0..~2)
+W_GAPS, W_TIDAL_SHARED = 1e-8, 1e-11
+#: milli-GPU per gap level (the gap-balance term and the waste table)
+GAP_LEVEL = 10
+#: weight of the expected waste of each GPU's gap in the fragmentation measure
+W_WASTE = 0.5
 #: a `load_first` job ranks by the tidal score first; the band (0..100) then breaks ties
 W_BAND = 1e-4
 
@@ -49,6 +61,32 @@ def load_first(job: Job) -> bool:
     ranks by how its load fits the GPU's day first; a job booked at its request ranks by
     fragmentation first."""
     return job.profile is not None or job.utilization < 1.0
+
+
+def waste_table(milli: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Expected milli-GPU a GPU's gap ends up stranding, per gap level (0..1000 by
+    `GAP_LEVEL`), if shares of the workload keep landing on it until none fits.
+
+    FGD counts a gap as stranded for each share larger than it, one share ahead. Looked
+    further: a gap h takes a next share m among those that fit (m <= h, in proportion to
+    their popularity) and its gap h - m goes on; when none fits, h is stranded. So
+    `W(h) = h` if no share fits, else `W(h) = sum_{m <= h} P(m | fits) W(h - m)`;
+    `milli`/`weight` are the workload's per-GPU shares and popularity. A 530 gap that
+    a 470 share fills to 60 strands little; a 210 gap that only rare small shares fit
+    strands most of itself, so moves that leave the workload gaps it can fill rank
+    above moves that leave dead ones."""
+    top = MILLI // GAP_LEVEL
+    table = np.arange(top + 1) * float(GAP_LEVEL)
+    keep = (milli > 0) & (weight > 0)
+    if not keep.any():  # no share fits this GPU model: every gap is stranded
+        return table
+    level = np.ceil(milli[keep] / GAP_LEVEL).astype(np.int64)
+    w = weight[keep]
+    for h in range(1, top + 1):
+        fits = level <= h
+        if fits.any():
+            table[h] = w[fits] @ table[h - level[fits]] / w[fits].sum()
+    return table
 
 
 def cpu_per_gpu(jobs: list[Job]) -> float:
@@ -112,6 +150,11 @@ class TimeFragmentation:
             self._frag = np.zeros(state.n_nodes)
             self._left = np.zeros((state.n_nodes, state.max_gpus), dtype=np.int64)
             self._access = self.pods.access(state.model_names).T[state.node_model]
+            # one waste table per set of shapes a node's GPU model admits
+            rows, self._waste_row = np.unique(self._access, axis=0, return_inverse=True)
+            self._waste_row = self._waste_row.reshape(-1)
+            self._waste = np.stack([waste_table(self.pods.milli, self.pods.weight * r)
+                                    for r in rows])
 
     def peak_left(self, state: ClusterState, nodes: np.ndarray) -> np.ndarray:
         """(rows, gpus) milli-GPU left at each GPU's daily peak; padding GPUs hold -1."""
@@ -129,6 +172,41 @@ class TimeFragmentation:
         """The banded fragmentation score of a dF (milli-GPU)."""
         return sigmoid_score(delta * (1000.0 / self.band_scale))
 
+    def gap_balance(self, state: ClusterState, d: int) -> np.ndarray:
+        """(nodes, gpus) change in the sum of squared gap counts if a `d`-milli share
+        went to each GPU, over the largest possible change (so within -1..1).
+
+        The sum-of-squares rule of online bin packing (Csirik et al., "On the
+        sum-of-squares algorithm for bin packing", J. ACM 2006): N(h) counts the GPUs
+        with h milli-GPU left at their peak (0 < h < 1000); a move from gap h to h - d
+        changes sum N^2 by (1 - 2 N(h)) + (1 + 2 N(h - d)) (each term only for a partial
+        gap). Lower is better: it fills the common gaps and avoids creating more of
+        them, so shared jobs' leftovers pair up instead of piling up at one size."""
+        stale = np.flatnonzero(self._version != state.node_version)
+        if len(stale):
+            self._node_state(state, stale)
+        left = self._left
+        top = MILLI // GAP_LEVEL
+        count = np.bincount(left[left >= 0] // GAP_LEVEL, minlength=top + 1).astype(np.float64)
+        count[0] = count[top:] = 0.0
+        # per milli-GPU gap h: the change from a GPU leaving gap h and from one arriving at it
+        h = np.arange(MILLI + 1)
+        partial = (h > 0) & (h < MILLI)
+        leave = np.where(partial, 1.0 - 2.0 * count[h // GAP_LEVEL], 0.0)
+        arrive = np.where(h > 0, 1.0 + 2.0 * count[h // GAP_LEVEL], 0.0)
+        delta = leave[np.clip(left, 0, MILLI)] + arrive[np.clip(left - d, 0, MILLI)]
+        return delta / (4.0 * state.total_gpus + 2.0)
+
+    def fragmentation(self, left: np.ndarray, cpu: np.ndarray, nodes: np.ndarray
+                      ) -> np.ndarray:
+        """FGD's F per row plus `W_WASTE` times the expected waste of each GPU's gap
+        (`waste_table`); `nodes` names each row's node (rows may repeat a node)."""
+        f = self.pods.fragmentation(left, cpu, self._access[nodes])
+        table = self._waste[self._waste_row[nodes]]
+        level = np.clip(left, 0, None) // GAP_LEVEL
+        waste = np.where(left >= 0, np.take_along_axis(table, level, axis=1), 0.0)
+        return f + W_WASTE * waste.sum(axis=1)
+
     def _node_state(self, state: ClusterState, nodes: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(peak left, free CPU, F before) of `nodes`, the first and last cached per node
@@ -139,7 +217,7 @@ class TimeFragmentation:
             idx = nodes[stale]
             left = self.peak_left(state, idx)
             self._left[idx] = left
-            self._frag[idx] = self.pods.fragmentation(left, cpu[stale], self._access[idx])
+            self._frag[idx] = self.fragmentation(left, cpu[stale], idx)
             self._version[idx] = state.node_version[idx]
         return self._left[nodes], cpu, self._frag[nodes]
 
@@ -167,7 +245,9 @@ class TimeFragmentation:
             terms.version[rows] = state.node_version[rows]
             if take is not None:
                 terms.take[rows] = take[rows]
-        score, best = self._combine(job, k, terms, fit, take)
+        gaps = (self.gap_balance(state, d) if k == 1 and d < MILLI and not load_first(job)
+                else None)
+        score, best = self._combine(job, k, terms, fit, take, gaps)
         return np.where(feasible, score, -np.inf), GpuChoice(k, best, take)
 
     def _shape_terms(self, state: ClusterState, job: Job, k: int, d: int) -> _Terms:
@@ -190,33 +270,41 @@ class TimeFragmentation:
         one-GPU job, for the GPUs in `take` for a several-GPU job, of the CPU alone for
         a CPU-only job."""
         left, cpu, before = self._node_state(state, nodes)
-        acc = self._access[nodes]
         after_cpu = cpu - job.cpu_milli
         d = peak_milli(job)
         rows, g = left.shape
         total = np.clip(left, 0, None).sum(axis=1).astype(np.float64)
         stranded = self.stranded(total - k * d, after_cpu) - self.stranded(total, cpu)
         if k == 0:
-            band = self.band(before - self.pods.fragmentation(left, after_cpu, acc))
+            band = self.band(before - self.fragmentation(left, after_cpu, nodes))
         elif k == 1:
             cand = np.repeat(left[:, None, :], g, axis=1)
             cand[:, np.arange(g), np.arange(g)] -= d
             np.maximum(cand, np.where(left >= 0, 0, -1)[:, None, :], out=cand)
-            after = self.pods.fragmentation(cand.reshape(rows * g, g), np.repeat(after_cpu, g),
-                                            np.repeat(acc, g, axis=0)).reshape(rows, g)
+            after = self.fragmentation(cand.reshape(rows * g, g), np.repeat(after_cpu, g),
+                                       np.repeat(nodes, g)).reshape(rows, g)
             band = self.band(before[:, None] - after)
         else:
             assert take is not None
             after_left = np.where(take, np.maximum(left - d, 0), left)
-            band = self.band(before - self.pods.fragmentation(after_left, after_cpu, acc))
+            band = self.band(before - self.fragmentation(after_left, after_cpu, nodes))
         return band, stranded
 
     @staticmethod
     def _combine(job: Job, k: int, terms: _Terms, fit: GpuFit | None,
-                 take: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+                 take: np.ndarray | None, gaps: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
         """(score per node, best GPU per node for a one-GPU job): the band, the stranded
-        GPU and the tidal score, lexicographic (the module docstring)."""
+        GPU, the gap balance (`gaps`, a shared job's) and the tidal score, lexicographic
+        (the module docstring)."""
         best = None
+        if gaps is not None:  # a share booked at its request: ranked per GPU
+            assert fit is not None
+            per_gpu = (terms.band - W_STRANDED * terms.stranded[:, None]
+                       + W_TIDAL_SHARED * fit.score) - W_GAPS * gaps
+            best = np.argmax(per_gpu, axis=1)
+            at = np.arange(0, per_gpu.size, per_gpu.shape[1]) + best
+            return per_gpu.reshape(-1)[at], best
         if k == 0 or fit is None:
             band, tidal = terms.band, np.zeros(len(terms.band))
         elif k == 1:
