@@ -55,34 +55,33 @@ def passing_list(recent: list[NameList], names: list[str], idx: np.ndarray,
     return NameList(list(itertools.compress(names, ok.tolist())), kept)
 
 
-def priority_template(nl: NameList, entries: list[bytes]) -> None:
+def priority_template(nl: NameList, entries: list[bytes],
+                      lengths: np.ndarray | None = None) -> None:
     """Fill `nl.zero` / `nl.digit` from the nodes' encoded zero-score entries
-    (`{"Host":"n","Score":0}`, in list order)."""
-    lengths = np.fromiter(map(len, entries), dtype=np.int64, count=len(entries))
+    (`{"Host":"n","Score":0}`, in list order); `lengths`, their lengths, when known."""
+    if lengths is None:
+        lengths = np.fromiter(map(len, entries), dtype=np.int64, count=len(entries))
     starts = np.ones(len(entries), dtype=np.int64)  # after the opening bracket
     starts[1:] += np.cumsum(lengths[:-1] + 1)       # each entry, then a comma
     nl.zero = b"[" + b",".join(entries) + b"]"
     nl.digit = starts + lengths - 2                  # the digit before the closing brace
 
 
-def priority_answer(nl: NameList, scores: np.ndarray) -> bytes:
+def priority_answer(nl: NameList, scores: np.ndarray) -> bytearray:
     """The `HostPriorityList` of `nl` with `scores` (0..10): its zero-score template with
-    the non-zero digits written in; a 10 is one character longer, spliced in."""
+    the non-zero digits written in; a 10 is one character longer, inserted in place
+    (last first, so the earlier positions hold)."""
     assert nl.zero is not None and nl.digit is not None
     buf = bytearray(nl.zero)
     view = np.frombuffer(buf, dtype=np.uint8)
     nz = np.flatnonzero(scores)
     view[nl.digit[nz]] = ord("0") + np.minimum(scores[nz], 9)
-    tens = nl.digit[nz[scores[nz] >= 10]].tolist()
-    if not tens:
-        return bytes(buf)
-    parts, last = [], 0
-    for at in tens:  # "1" is written; a "0" follows it
-        view[at] = ord("1")
-        parts += [buf[last:at + 1], b"0"]
-        last = at + 1
-    parts.append(buf[last:])
-    return b"".join(parts)
+    tens = nl.digit[nz[scores[nz] >= 10]]
+    view[tens] = ord("1")
+    del view  # a bytearray with a live buffer export cannot be resized
+    for at in sorted(tens.tolist(), reverse=True):  # "1" is written; a "0" follows it
+        buf[at + 1:at + 1] = b"0"
+    return buf
 
 
 def with_gpus(pj: podlib.PodJob, gpus: tuple[int, ...]) -> podlib.PodJob:

@@ -113,6 +113,7 @@ class Extender:
         #: list filter answered) with their node indices
         self._lists: list[answers.NameList] = []
         self._node_entries: np.ndarray | None = None
+        self._zero_lengths = np.zeros(0, dtype=np.int64)  # of each node's zero entry
         self.state = ClusterState(cluster)
         self.ready = threading.Event()
 
@@ -257,10 +258,13 @@ class Extender:
             for i, name in enumerate(self.state.node_names):
                 entries[i, :] = host_entries(name)
             self._node_entries = entries
+            self._zero_lengths = np.fromiter(map(len, entries[:, 0]), dtype=np.int64,
+                                             count=len(entries))
         known = nl.idx >= 0
         if known.all():
             if nl.zero is None:
-                answers.priority_template(nl, self._node_entries[nl.idx, 0].tolist())
+                answers.priority_template(nl, self._node_entries[nl.idx, 0].tolist(),
+                                          self._zero_lengths[nl.idx])
             return RawJSON(answers.priority_answer(nl, scores))
         picked = np.empty(len(nl.names), dtype=object)
         picked[known] = self._node_entries[nl.idx[known], scores[known]]

@@ -50,6 +50,19 @@ def row_count(mask: np.ndarray) -> np.ndarray:
     return _POPCOUNT(mask.view(word).reshape(-1)).astype(np.int64)
 
 
+def cells(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.nonzero` of a (rows, gpus) bool array, as (rows, columns), from one flat scan:
+    `nonzero` of a 2-D array costs about three times as much at 10,000 x 8."""
+    flat = np.flatnonzero(mask)
+    g = mask.shape[1]
+    if g == 0:
+        return flat, flat
+    if g & (g - 1) == 0:  # a power of two: shift and mask
+        shift = g.bit_length() - 1
+        return flat >> shift, flat & (g - 1)
+    return np.divmod(flat, g)
+
+
 def top_k(score: np.ndarray, ok: np.ndarray, k: int) -> np.ndarray:
     """(rows, gpus) mask of each row's `k` best-scoring GPUs among those that fit, ties to
     the lower index: what the first `k` of a stable argsort of -score take, by `k`
@@ -239,7 +252,7 @@ class LoadIndex:
             # the others are tested slot by slot
             room = self.guarded_room()
             ok = base & (self.room_min[rows] >= load[win].max())
-            ri, gi = np.nonzero(base > ok)  # base and not ok
+            ri, gi = cells(base > ok)  # base and not ok
             if len(ri):
                 ni = ri if isinstance(rows, slice) else idx[ri]
                 ok[ri, gi] = (room[:, ni, gi] >= load[win][:, None]).all(axis=0)
@@ -259,7 +272,7 @@ class LoadIndex:
             if job.profile is None:
                 ok &= fits_peak
             else:
-                ri, gi = np.nonzero(ok > fits_peak)  # ok and not fits_peak
+                ri, gi = cells(ok > fits_peak)  # ok and not fits_peak
                 if len(ri):
                     ni = ri if isinstance(rows, slice) else idx[ri]
                     c = cap[ri, gi] if isinstance(cap, np.ndarray) else np.full(len(ri), cap)
