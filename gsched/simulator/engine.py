@@ -203,20 +203,29 @@ class Simulation:
         st = self.state
         r = st.running[job.id]
         rate = 1.0
+        n, count = r.placement.node, st.jobs_on_gpu.item
         for g in r.placement.gpus:
-            if st.jobs_on_gpu[r.placement.node, g] > 1:
-                u = float(self.actual[r.placement.node, g].mean())
+            if count(n, g) > 1:
+                u = float(self.actual[n, g].mean())
                 rate = min(rate, self.coloc.speed(u))
         return rate
 
     def _update_rates(self, n: int, gpus: list[int], exclude: str | None = None) -> None:
         """Re-rate the training jobs on these GPUs after a neighbour came or went."""
-        ids: dict[str, None] = {}
-        for g in gpus:
-            ids.update(self.on_gpu.get((n, g), {}))
-        for jid in ids:
-            run = self.runs[jid]
-            if jid == exclude or run.job.kind != "training":
+        if len(gpus) == 1:  # one GPU: its jobs as they are, no merged copy
+            ids = self.on_gpu.get((n, gpus[0]), {})
+            if not ids or (len(ids) == 1 and exclude in ids):
+                return
+        else:
+            ids = {}
+            for g in gpus:
+                ids.update(self.on_gpu.get((n, g), {}))
+        runs = self.runs
+        for jid in list(ids):
+            if jid == exclude:
+                continue
+            run = runs[jid]
+            if run.job.kind != "training":
                 continue
             rate = self._rate_of(run.job)
             if rate != run.rate:
@@ -240,38 +249,46 @@ class Simulation:
         Jobs in one group fit the same places, so after one fails the rest of its group
         is skipped: a pass costs O(groups + placements), not O(queue).
         """
-        keys = list(self.groups) if full else [k for k in self.dirty_groups if k in self.groups]
+        groups, heappop = self.groups, heapq.heappop
+        keys = list(groups) if full else [k for k in self.dirty_groups if k in groups]
         self.dirty_groups.clear()
+        live = []
         for key in keys:  # drop stale heads so groups are ordered by live jobs
-            heap = self.groups[key]
+            heap = groups[key]
             while heap and not heap[0][2].waiting:
-                heapq.heappop(heap)
-            if not heap:
-                del self.groups[key]
-        keys = [k for k in keys if k in self.groups]
-        keys.sort(key=lambda k: self.groups[k][0][:2])
+                heappop(heap)
+            if heap:
+                live.append(key)
+            else:
+                del groups[key]
+        if not live:
+            return False
+        keys = live
+        if len(keys) > 1:
+            keys.sort(key=lambda k: groups[k][0][:2])
         placed_any = False
+        retry, policy, state = self.retry, self.policy, self.state
         for key in keys:
-            heap = self.groups[key]
+            heap = groups[key]
             while heap:
                 run = heap[0][2]
                 if not run.waiting:  # started by preemption since it was queued
-                    heapq.heappop(heap)
+                    heappop(heap)
                     continue
-                if not self.retry.may_fit(key, run.job):
+                if not retry.may_fit(key, run.job):
                     break
-                self.state.now = self.now
-                decision = place(self.policy, self.state, run.job, explain=False)
+                state.now = self.now
+                decision = place(policy, state, run.job, explain=False)
                 if not isinstance(decision, Placement):
-                    self.retry.note_miss(key)
+                    retry.note_miss(key)
                     break
-                self.retry.note_fit(key)
-                heapq.heappop(heap)
+                retry.note_fit(key)
+                heappop(heap)
                 self._dequeue(run)
                 self._start(run, decision)
                 placed_any = True
             if not heap:
-                del self.groups[key]
+                del groups[key]
         return placed_any
 
     def _try_preempt(self, run: _Run) -> bool:
@@ -332,11 +349,15 @@ class Simulation:
             self._push(hook.first_time(start), HOOK, k)
         idle_slots = 0
         tick = 0
+        # the hot loop's names, looked up once (the heap list is never rebound)
+        heap, heappop, inf = self.heap, heapq.heappop, math.inf
+        state, runs, running = self.state, self.runs, self.state.running
+        static_mask, advance = state.static_mask, self.acct.advance
         while True:
-            t_heap = self.heap[0][0] if self.heap else math.inf
-            t_arr = jobs[i].submit_time if i < n_jobs else math.inf
-            t = min(t_heap, t_arr)
-            if math.isinf(t):
+            t_heap = heap[0][0] if heap else inf
+            t_arr = jobs[i].submit_time if i < n_jobs else inf
+            t = t_heap if t_heap < t_arr else t_arr
+            if t == inf:
                 break
             if until is not None and t > start + until:
                 self.now = start + until
@@ -347,17 +368,17 @@ class Simulation:
                 if not self.queued or not self.uses_slots or idle_slots > self.state.slots:
                     break
             self.now = t
-            self.state.now = t
-            self.acct.advance(t)
+            state.now = t
+            advance(t)
             freed = False
             slot_event = False
-            while self.heap and self.heap[0][0] == t:
-                _, kind, _, payload = heapq.heappop(self.heap)
+            while heap and heap[0][0] == t:
+                _, kind, _, payload = heappop(heap)
                 self.events += 1
                 if kind == FINISH:
                     jid, version = payload
-                    run = self.runs.get(jid)
-                    if run is None or run.version != version or jid not in self.state.running:
+                    run = runs.get(jid)
+                    if run is None or run.version != version or jid not in running:
                         continue
                     self._stop(run)
                     self._complete(run)
@@ -381,17 +402,17 @@ class Simulation:
                 job = jobs[i]
                 i += 1
                 self.events += 1
-                if not self.state.static_mask(job).any():
+                if not static_mask(job).any():
                     self.unschedulable.append(job.id)
                     continue
-                dur = job.duration if job.duration is not None else math.inf
+                dur = job.duration if job.duration is not None else inf
                 run = _Run(job=job, remaining=dur)
-                self.runs[job.id] = run
+                runs[job.id] = run
                 self._enqueue(run)
                 arrived.append(run)
             placed = self._schedule_pass(full=freed or (slot_event and self.policy.profile_aware))
             for run in arrived:
-                if run.job.id not in self.state.running and self._try_preempt(run):
+                if run.job.id not in running and self._try_preempt(run):
                     placed = True
             idle_slots = 0 if (placed or i < n_jobs) else idle_slots + int(slot_event)
             tick += 1

@@ -324,7 +324,7 @@ class ClusterState:
             g = gpus[0] if len(gpus) == 1 else list(gpus)
             # GPUs this job was alone on are snapped back to exactly empty (no float dust
             # from += / -=): the reset overwrites what the arithmetic would have made.
-            last = (self.jobs_on_gpu[n, g] == 1 if len(gpus) == 1
+            last = (self.jobs_on_gpu.item(n, g) == 1 if len(gpus) == 1
                     else bool((self.jobs_on_gpu[n, g] == 1).all()))
             if not last:
                 self.free[n, g] += r.placement.reserved
@@ -373,7 +373,9 @@ class ClusterState:
         # (`np.add.reduce` is what `ndarray.sum` calls, without its Python wrapper)
         used = 1.0 - row if self._full_row[n] else np.where(self.gpu_valid[n], 1.0 - row, 0.0)
         self.node_alloc[n] = np.add.reduce(used)
-        self.kth_free[:, n] = np.sort(row)[::-1]
+        ordered = row.copy()  # what `np.sort` does, without its Python wrapper
+        ordered.sort()
+        self.kth_free[:, n] = ordered[::-1]
 
     def _reset_gpus(self, n: int, idx: int | np.ndarray) -> None:
         """Snap emptied GPUs back to exactly empty (no float dust from += / -=)."""
