@@ -358,13 +358,14 @@ class ClusterState:
         """Node n's request view as bytes (free shares with padding, GPU memory, CPU,
         memory): equal keys mean equal rows, so a policy can remember its answers by
         node state. Cached per node version."""
-        version = int(self.node_version[n])
+        version = self.node_version.item(n)
         hit = self._keys.get(n)
-        if hit is None or hit[0] != version:
-            hit = self._keys[n] = (version, self.free[n].tobytes()
-                                   + self.gpu_mem_free[n].tobytes()
-                                   + self.cpu_free[n].tobytes() + self.mem_free[n].tobytes())
-        return hit[1]
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        key = b"".join((self.free[n].tobytes(), self.gpu_mem_free[n].tobytes(),
+                        self.cpu_free[n:n + 1].tobytes(), self.mem_free[n:n + 1].tobytes()))
+        self._keys[n] = (version, key)
+        return key
 
     def _refresh_node(self, n: int) -> None:
         """Recompute node n's aggregates from its row (after its GPUs changed)."""
