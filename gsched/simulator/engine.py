@@ -30,6 +30,7 @@ from gsched.scheduler.policies.preemption import find_victims
 from gsched.scheduler.policies.state import ClusterState, Placement
 from gsched.simulator.accounting import Accounting
 from gsched.simulator.colocation import BUILTIN, ColocationModel
+from gsched.simulator.gc_pause import collector_paused
 from gsched.simulator.guard import GuardConfig, training_figures
 from gsched.simulator.load import LoadDeviation
 from gsched.simulator.loop import make_hooks
@@ -212,20 +213,12 @@ class Simulation:
 
     def _update_rates(self, n: int, gpus: list[int], exclude: str | None = None) -> None:
         """Re-rate the training jobs on these GPUs after a neighbour came or went."""
-        if len(gpus) == 1:  # one GPU: its jobs as they are, no merged copy
-            ids = self.on_gpu.get((n, gpus[0]), {})
-            if not ids or (len(ids) == 1 and exclude in ids):
-                return
-        else:
-            ids = {}
-            for g in gpus:
-                ids.update(self.on_gpu.get((n, g), {}))
-        runs = self.runs
-        for jid in list(ids):
-            if jid == exclude:
-                continue
-            run = runs[jid]
-            if run.job.kind != "training":
+        ids: dict[str, None] = {}
+        for g in gpus:
+            ids.update(self.on_gpu.get((n, g), {}))
+        for jid in ids:
+            run = self.runs[jid]
+            if jid == exclude or run.job.kind != "training":
                 continue
             rate = self._rate_of(run.job)
             if rate != run.rate:
@@ -249,46 +242,38 @@ class Simulation:
         Jobs in one group fit the same places, so after one fails the rest of its group
         is skipped: a pass costs O(groups + placements), not O(queue).
         """
-        groups, heappop = self.groups, heapq.heappop
-        keys = list(groups) if full else [k for k in self.dirty_groups if k in groups]
+        keys = list(self.groups) if full else [k for k in self.dirty_groups if k in self.groups]
         self.dirty_groups.clear()
-        live = []
         for key in keys:  # drop stale heads so groups are ordered by live jobs
-            heap = groups[key]
+            heap = self.groups[key]
             while heap and not heap[0][2].waiting:
-                heappop(heap)
-            if heap:
-                live.append(key)
-            else:
-                del groups[key]
-        if not live:
-            return False
-        keys = live
-        if len(keys) > 1:
-            keys.sort(key=lambda k: groups[k][0][:2])
+                heapq.heappop(heap)
+            if not heap:
+                del self.groups[key]
+        keys = [k for k in keys if k in self.groups]
+        keys.sort(key=lambda k: self.groups[k][0][:2])
         placed_any = False
-        retry, policy, state = self.retry, self.policy, self.state
         for key in keys:
-            heap = groups[key]
+            heap = self.groups[key]
             while heap:
                 run = heap[0][2]
                 if not run.waiting:  # started by preemption since it was queued
-                    heappop(heap)
+                    heapq.heappop(heap)
                     continue
-                if not retry.may_fit(key, run.job):
+                if not self.retry.may_fit(key, run.job):
                     break
-                state.now = self.now
-                decision = place(policy, state, run.job, explain=False)
+                self.state.now = self.now
+                decision = place(self.policy, self.state, run.job, explain=False)
                 if not isinstance(decision, Placement):
-                    retry.note_miss(key)
+                    self.retry.note_miss(key)
                     break
-                retry.note_fit(key)
-                heappop(heap)
+                self.retry.note_fit(key)
+                heapq.heappop(heap)
                 self._dequeue(run)
                 self._start(run, decision)
                 placed_any = True
             if not heap:
-                del groups[key]
+                del self.groups[key]
         return placed_any
 
     def _try_preempt(self, run: _Run) -> bool:
@@ -335,6 +320,11 @@ class Simulation:
 
     # ------------------------------------------------------------------ main loop
     def run(self, progress: Callable[[int], None] | None = None) -> SimResult:
+        """Replay the trace, the cycle collector paused meanwhile (`gc_pause`)."""
+        with collector_paused():
+            return self._replay(progress)
+
+    def _replay(self, progress: Callable[[int], None] | None) -> SimResult:
         wall0 = time.perf_counter()
         jobs = self.trace.jobs
         i, n_jobs = 0, len(jobs)
