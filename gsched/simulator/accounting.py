@@ -74,12 +74,14 @@ class Accounting:
         st = self.state
         if len(gpus) == 1:  # the common case, without fancy indexing
             g = gpus[0]
-            if st.jobs_on_gpu[n, g] == 0:
+            # `.item` reads a Python scalar (no numpy scalar built and compared)
+            if not st.jobs_on_gpu.item(n, g):
                 return None
             row = self.actual[n, g]
-            over = ((row > 1.0 + EPS).astype(np.float64) if st.inference_on_gpu[n, g] > 0
+            over = ((row > 1.0 + EPS).astype(np.float64) if st.inference_on_gpu.item(n, g)
                     else self._zeros)
-            return (min(max(1.0 - st.free[n, g], 0.0), 1.0), 1, self._node_price[n],
+            a = 1.0 - st.free.item(n, g)
+            return (0.0 if a < 0.0 else 1.0 if a > 1.0 else a, 1, self._node_price[n],
                     np.minimum(row, 1.0), over)
         occ = st.jobs_on_gpu[n, gpus] > 0
         if not np.count_nonzero(occ):  # whole-GPU jobs start on, and leave, empty GPUs

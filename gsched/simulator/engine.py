@@ -30,6 +30,7 @@ from gsched.scheduler.policies.preemption import find_victims
 from gsched.scheduler.policies.state import ClusterState, Placement
 from gsched.simulator.accounting import Accounting
 from gsched.simulator.colocation import BUILTIN, ColocationModel
+from gsched.simulator.gc_pause import collector_paused
 from gsched.simulator.guard import GuardConfig, training_figures
 from gsched.simulator.load import LoadDeviation
 from gsched.simulator.loop import make_hooks
@@ -203,9 +204,10 @@ class Simulation:
         st = self.state
         r = st.running[job.id]
         rate = 1.0
+        n, count = r.placement.node, st.jobs_on_gpu.item
         for g in r.placement.gpus:
-            if st.jobs_on_gpu[r.placement.node, g] > 1:
-                u = float(self.actual[r.placement.node, g].mean())
+            if count(n, g) > 1:
+                u = float(self.actual[n, g].mean())
                 rate = min(rate, self.coloc.speed(u))
         return rate
 
@@ -318,6 +320,11 @@ class Simulation:
 
     # ------------------------------------------------------------------ main loop
     def run(self, progress: Callable[[int], None] | None = None) -> SimResult:
+        """Replay the trace, the cycle collector paused meanwhile (`gc_pause`)."""
+        with collector_paused():
+            return self._replay(progress)
+
+    def _replay(self, progress: Callable[[int], None] | None) -> SimResult:
         wall0 = time.perf_counter()
         jobs = self.trace.jobs
         i, n_jobs = 0, len(jobs)
@@ -332,11 +339,15 @@ class Simulation:
             self._push(hook.first_time(start), HOOK, k)
         idle_slots = 0
         tick = 0
+        # the hot loop's names, looked up once (the heap list is never rebound)
+        heap, heappop, inf = self.heap, heapq.heappop, math.inf
+        state, runs, running = self.state, self.runs, self.state.running
+        static_mask, advance = state.static_mask, self.acct.advance
         while True:
-            t_heap = self.heap[0][0] if self.heap else math.inf
-            t_arr = jobs[i].submit_time if i < n_jobs else math.inf
-            t = min(t_heap, t_arr)
-            if math.isinf(t):
+            t_heap = heap[0][0] if heap else inf
+            t_arr = jobs[i].submit_time if i < n_jobs else inf
+            t = t_heap if t_heap < t_arr else t_arr
+            if t == inf:
                 break
             if until is not None and t > start + until:
                 self.now = start + until
@@ -347,17 +358,17 @@ class Simulation:
                 if not self.queued or not self.uses_slots or idle_slots > self.state.slots:
                     break
             self.now = t
-            self.state.now = t
-            self.acct.advance(t)
+            state.now = t
+            advance(t)
             freed = False
             slot_event = False
-            while self.heap and self.heap[0][0] == t:
-                _, kind, _, payload = heapq.heappop(self.heap)
+            while heap and heap[0][0] == t:
+                _, kind, _, payload = heappop(heap)
                 self.events += 1
                 if kind == FINISH:
                     jid, version = payload
-                    run = self.runs.get(jid)
-                    if run is None or run.version != version or jid not in self.state.running:
+                    run = runs.get(jid)
+                    if run is None or run.version != version or jid not in running:
                         continue
                     self._stop(run)
                     self._complete(run)
@@ -381,17 +392,17 @@ class Simulation:
                 job = jobs[i]
                 i += 1
                 self.events += 1
-                if not self.state.static_mask(job).any():
+                if not static_mask(job).any():
                     self.unschedulable.append(job.id)
                     continue
-                dur = job.duration if job.duration is not None else math.inf
+                dur = job.duration if job.duration is not None else inf
                 run = _Run(job=job, remaining=dur)
-                self.runs[job.id] = run
+                runs[job.id] = run
                 self._enqueue(run)
                 arrived.append(run)
             placed = self._schedule_pass(full=freed or (slot_event and self.policy.profile_aware))
             for run in arrived:
-                if run.job.id not in self.state.running and self._try_preempt(run):
+                if run.job.id not in running and self._try_preempt(run):
                     placed = True
             idle_slots = 0 if (placed or i < n_jobs) else idle_slots + int(slot_event)
             tick += 1

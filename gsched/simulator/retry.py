@@ -54,7 +54,8 @@ class RetryFilter:
             if job.num_gpu > self.state.max_gpus:
                 return False
             col, floor = self.state.kth_free[job.num_gpu - 1], reserve - EPS
-            if not any(col[n] >= floor for n in fresh):
+            item = col.item  # a Python float per node, no numpy scalar
+            if not any(item(n) >= floor for n in fresh):
                 return False
         nodes = np.fromiter(fresh, dtype=np.int64)
         return bool(np.count_nonzero(self.state.fit_mask(job, reserve, nodes)))

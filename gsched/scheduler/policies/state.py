@@ -324,7 +324,7 @@ class ClusterState:
             g = gpus[0] if len(gpus) == 1 else list(gpus)
             # GPUs this job was alone on are snapped back to exactly empty (no float dust
             # from += / -=): the reset overwrites what the arithmetic would have made.
-            last = (self.jobs_on_gpu[n, g] == 1 if len(gpus) == 1
+            last = (self.jobs_on_gpu.item(n, g) == 1 if len(gpus) == 1
                     else bool((self.jobs_on_gpu[n, g] == 1).all()))
             if not last:
                 self.free[n, g] += r.placement.reserved
@@ -358,13 +358,14 @@ class ClusterState:
         """Node n's request view as bytes (free shares with padding, GPU memory, CPU,
         memory): equal keys mean equal rows, so a policy can remember its answers by
         node state. Cached per node version."""
-        version = int(self.node_version[n])
+        version = self.node_version.item(n)
         hit = self._keys.get(n)
-        if hit is None or hit[0] != version:
-            hit = self._keys[n] = (version, self.free[n].tobytes()
-                                   + self.gpu_mem_free[n].tobytes()
-                                   + self.cpu_free[n].tobytes() + self.mem_free[n].tobytes())
-        return hit[1]
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        key = b"".join((self.free[n].tobytes(), self.gpu_mem_free[n].tobytes(),
+                        self.cpu_free[n:n + 1].tobytes(), self.mem_free[n:n + 1].tobytes()))
+        self._keys[n] = (version, key)
+        return key
 
     def _refresh_node(self, n: int) -> None:
         """Recompute node n's aggregates from its row (after its GPUs changed)."""
@@ -373,7 +374,9 @@ class ClusterState:
         # (`np.add.reduce` is what `ndarray.sum` calls, without its Python wrapper)
         used = 1.0 - row if self._full_row[n] else np.where(self.gpu_valid[n], 1.0 - row, 0.0)
         self.node_alloc[n] = np.add.reduce(used)
-        self.kth_free[:, n] = np.sort(row)[::-1]
+        ordered = row.copy()  # what `np.sort` does, without its Python wrapper
+        ordered.sort()
+        self.kth_free[:, n] = ordered[::-1]
 
     def _reset_gpus(self, n: int, idx: int | np.ndarray) -> None:
         """Snap emptied GPUs back to exactly empty (no float dust from += / -=)."""
