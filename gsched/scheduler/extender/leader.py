@@ -32,6 +32,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from gsched.scheduler.extender.metrics import SchedulerMetrics
+from gsched.scheduler.extender.periodic import PeriodicStep
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ def parse_micro_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-class LeaderElector:
+class LeaderElector(PeriodicStep):
     """One replica's side of the election; `start()` runs it in a thread."""
+
+    thread_name = "gsched-leader"
 
     def __init__(self, coord: client.CoordinationV1Api, namespace: str, name: str,
                  identity: str, *, lease_duration_s: int = 15, renew_deadline_s: float = 10.0,
@@ -174,21 +177,15 @@ class LeaderElector:
         self._became(False, None, None)
 
     # -------------------------------------------------------------- lifecycle
-    def start(self) -> LeaderElector:
-        def loop() -> None:
-            while not self._stop.is_set():
-                self.try_acquire_or_renew()
-                self._stop.wait(self.retry_period_s)
+    def step(self) -> None:
+        self.try_acquire_or_renew()
 
-        self._thread = threading.Thread(target=loop, name="gsched-leader", daemon=True)
-        self._thread.start()
-        return self
+    def start(self) -> LeaderElector:  # type: ignore[override]
+        """Try for the lease at once, then every `retry_period_s`."""
+        return super().start(self.retry_period_s, now=True)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        super().stop()
         self.release()
 
 

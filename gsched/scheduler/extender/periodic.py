@@ -1,8 +1,8 @@
 """A background thread that runs an object's `step()` at a steady interval.
 
 The leader's two planners (the slot-boundary moves of `planner` and the CP-SAT re-plans
-of `replanner`) share it. A failed step is logged and the loop goes on: planning must
-never take the server down.
+of `replanner`) and the lease renewal of `leader` share it. A failed step is logged and
+the loop goes on: planning must never take the server down.
 """
 
 from __future__ import annotations
@@ -30,13 +30,20 @@ class PeriodicStep:
     def step(self) -> object:
         raise NotImplementedError
 
-    def start(self: P, interval_s: float = 10.0) -> P:
+    def start(self: P, interval_s: float = 10.0, now: bool = False) -> P:
+        """Run `step()` every `interval_s` (and once at once when `now`)."""
+
+        def run_step() -> None:
+            try:
+                self.step()
+            except Exception:
+                log.exception("%s: step failed", self.thread_name)
+
         def loop() -> None:
+            if now:
+                run_step()
             while not self._stop.wait(interval_s):
-                try:
-                    self.step()
-                except Exception:
-                    log.exception("%s: step failed", self.thread_name)
+                run_step()
 
         self._thread = threading.Thread(target=loop, name=self.thread_name, daemon=True)
         self._thread.start()
