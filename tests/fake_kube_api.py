@@ -160,6 +160,27 @@ class FakeKubeAPI:
             except OSError:
                 pass
 
+    def core(self) -> Any:
+        """A `kubernetes` CoreV1Api client pointed at this server."""
+        from kubernetes import client
+
+        cfg = client.Configuration()
+        cfg.host = self.url
+        return client.CoreV1Api(client.ApiClient(cfg))
+
+    def synced_extender(self, policy: str = "tidal") -> tuple[Any, Any, Any]:
+        """(core client, an Extender on `policy`, its started KubeSync) mirroring this
+        server's nodes and pods, as `gsched serve` does in Kubernetes mode."""
+        from gsched.models import Cluster
+        from gsched.scheduler.extender.kube import KubeSync
+        from gsched.scheduler.extender.verbs import Extender
+        from gsched.scheduler.policies.registry import make_policy
+
+        core = self.core()
+        ext = Extender(Cluster(nodes=[]), make_policy(policy))
+        sync = KubeSync(core, ext, watch_timeout_s=5, backoff_s=(0.01, 0.05)).start()
+        return core, ext, sync
+
     def wait_for(self, pred: Any, timeout: float = 10.0) -> bool:
         """Wait (bounded) until pred() holds; for tests, never a timed assert."""
         end = time.monotonic() + timeout

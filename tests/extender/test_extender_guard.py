@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import pytest
 from fake_kube_api import FakeKubeAPI, node, pod
-from kubernetes import client
 from prometheus_client import generate_latest
 
 from gsched.agents.model import Report, Series
-from gsched.models import Cluster
 from gsched.scheduler.extender.guard import LoadGuard
 from gsched.scheduler.extender.history import UsageHistory
 from gsched.scheduler.extender.ingest import IngestService
-from gsched.scheduler.extender.kube import KubeSync, pod_evictor
-from gsched.scheduler.extender.verbs import Extender
-from gsched.scheduler.policies.registry import make_policy
+from gsched.scheduler.extender.kube import pod_evictor
 
 FLAT = ";".join(["0.5"] * 96)
 
@@ -30,11 +26,7 @@ def cluster():
                     annotations={"gsched.io/kind": "training", "gsched.io/gpus": "0"}))
     api.put_pod(pod("solo", "u-solo", milli=500, node_name="n1", phase="Running",
                     annotations={"gsched.io/kind": "training", "gsched.io/gpus": "1"}))
-    cfg = client.Configuration()
-    cfg.host = api.url
-    core = client.CoreV1Api(client.ApiClient(cfg))
-    ext = Extender(Cluster(nodes=[]), make_policy("tidal"))
-    sync = KubeSync(core, ext, watch_timeout_s=5, backoff_s=(0.01, 0.05)).start()
+    core, ext, sync = api.synced_extender()
     assert api.wait_for(lambda: {"u-web", "u-train", "u-solo"} <= set(ext.state.running))
     yield api, core, ext
     sync.stop()

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import pytest
 from fake_kube_api import FakeKubeAPI, node, pod
-from kubernetes import client
 
-from gsched.models import Cluster
-from gsched.scheduler.extender.kube import KubeSync, pod_evictor
+from gsched.scheduler.extender.kube import pod_evictor
 from gsched.scheduler.extender.planner import Planner
-from gsched.scheduler.extender.verbs import Extender
-from gsched.scheduler.policies.registry import make_policy
 
 SLOT_S = 900.0
 DAY0 = 1_800_000_000.0 - (1_800_000_000.0 % 86_400)  # a midnight, UTC
@@ -26,11 +22,7 @@ def cluster():
                                  "gsched.io/gpus": "0"}))
     api.put_pod(pod("train", "u-train", milli=500, node_name="n1", phase="Running",
                     annotations={"gsched.io/kind": "training", "gsched.io/gpus": "0"}))
-    cfg = client.Configuration()
-    cfg.host = api.url
-    core = client.CoreV1Api(client.ApiClient(cfg))
-    ext = Extender(Cluster(nodes=[]), make_policy("tidal"))
-    sync = KubeSync(core, ext, watch_timeout_s=5, backoff_s=(0.01, 0.05)).start()
+    core, ext, sync = api.synced_extender()
     yield api, core, ext
     sync.stop()
     api.stop()

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import pytest
 from fake_kube_api import FakeKubeAPI, node, pod
-from kubernetes import client
 
-from gsched.models import Cluster
-from gsched.scheduler.extender.kube import KubeSync, pod_evictor
+from gsched.scheduler.extender.kube import pod_evictor
 from gsched.scheduler.extender.replanner import LeaderReplanner
-from gsched.scheduler.extender.verbs import Extender
-from gsched.scheduler.policies.registry import make_policy
 
 FLAT = ";".join(["0.5"] * 96)
 
@@ -25,11 +21,7 @@ def cluster():
     api.put_pod(pod("train", "u-train", milli=1000, node_name="n1", phase="Running",
                     annotations={"gsched.io/kind": "training", "gsched.io/gpus": "1",
                                  "gsched.io/utilization": "0.4"}))
-    cfg = client.Configuration()
-    cfg.host = api.url
-    core = client.CoreV1Api(client.ApiClient(cfg))
-    ext = Extender(Cluster(nodes=[]), make_policy("tidal"))
-    sync = KubeSync(core, ext, watch_timeout_s=5, backoff_s=(0.01, 0.05)).start()
+    core, ext, sync = api.synced_extender()
     assert api.wait_for(lambda: {"u-web", "u-train"} <= set(ext.state.running))
     yield api, core, ext
     sync.stop()
