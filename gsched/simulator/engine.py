@@ -386,6 +386,8 @@ class Simulation:
                                 and all(h.may_move(self, run, t) for h in self.hooks)):
                             self._evict(run, planned=True)
                             freed = True
+                    for hook in self.hooks:  # before the queue sees the new slot's room
+                        hook.on_slot(self)
                     self._push(t + self.state.slot_seconds, SLOT, None)
             arrived: list[_Run] = []
             while i < n_jobs and jobs[i].submit_time == t:

@@ -14,6 +14,14 @@ in the slot that just overloaded overloads it again). So a surge costs
 training a restart, within one report interval, instead of costing the inference SLO
 until the next 15-minute slot.
 
+At a slot boundary the forecast changes before any agent has measured the new slot. A
+valley the forecast opens there is trusted only once measured: a GPU whose last report
+is more than `forecast_tolerance` over the *new* slot's forecast is closed at the
+boundary (`on_slot`), before the queue is offered the room, and the next report
+reopens it if the load did fall. Without this, a peak that comes late lets training in
+at the boundary, and the guard evicts it one report later, after it has overloaded the
+inference beside it for that long.
+
 The promised window (GFS, ASPLOS'26, for spot tasks): training placed in a valley is
 promised `promise_s` of run before a *planned* move (the policy's `on_slot` or a re-plan)
 may take it away; only the guard may break the promise, because then the measurement
@@ -55,6 +63,9 @@ class GuardConfig(BaseModel):
     hold_to_slot_end: bool = Field(default=True,
                                    description="a GPU measured over the safe line stays closed "
                                                "until the forecast slot changes")
+    verify_valleys: bool = Field(default=True,
+                                 description="at a slot boundary, close GPUs whose last "
+                                             "measured load is over the new slot's forecast")
     promise_s: float = Field(default=3600.0, ge=0,
                              description="minimum run promised to training before a planned "
                                          "move (the guard may still evict)")
@@ -73,6 +84,12 @@ class Guard:
         #: GPUs measured over the safe line, held closed until the slot changes
         self.held: set[tuple[int, int]] = set()
         self._held_slot = -1
+        #: what the agents measured at the last report (per GPU), and the booked load
+        #: of that slot then, for `on_slot`
+        self._last_measured: np.ndarray | None = None
+        self._last_booked: np.ndarray | None = None
+        self._last_slot = -1
+        self.boundary_closures = 0
 
     # -- the hook --------------------------------------------------------------
     def first_time(self, start: float) -> float:
@@ -96,6 +113,9 @@ class Guard:
         evicted. True when capacity was freed or reopened (the queue should retry)."""
         st = sim.state
         meas = self.measured(sim)
+        self._last_measured = meas.copy()
+        self._last_booked = st.load[:, :, st.current_slot].copy()
+        self._last_slot = st.current_slot
         cfg = self.config
         infer = st.inference_on_gpu > 0
         over = (meas > cfg.safe_line + EPS) & infer
@@ -143,6 +163,25 @@ class Guard:
                 freed = True
         return freed
 
+    def on_slot(self, sim: Simulation) -> None:
+        """The forecast moved to a new slot: close the GPUs holding inference whose last
+        measured load is over the new slot's forecast by more than `forecast_tolerance`,
+        until the next report shows the valley is real (see the module docstring).
+
+        Work that left a GPU since that report (a planned move at this boundary) is taken
+        off the measurement at its booked load, so a GPU is not closed for emptying."""
+        cfg = self.config
+        if not cfg.verify_valleys or self._last_measured is None:
+            return
+        st = sim.state
+        still = self._last_measured + (st.load[:, :, self._last_slot] - self._last_booked)
+        unproven = ((st.inference_on_gpu > 0) & ~st.blocked
+                    & (still - st.load[:, :, st.current_slot] > cfg.forecast_tolerance + EPS))
+        if unproven.any():
+            self.boundary_closures += int(unproven.sum())
+            st.blocked |= unproven
+            st.node_version[np.flatnonzero(unproven.any(axis=1))] += 1
+
     @staticmethod
     def _actual_of(sim: Simulation, run: _Run) -> np.ndarray:
         return run.actual if run.actual is not None else sim.state.running[run.job.id].load
@@ -164,7 +203,8 @@ class Guard:
     def figures(self) -> dict[str, float | int | None]:
         return {"guard_evictions": self.evictions, "guard_gpu_blocks": self.blocks,
                 "guard_report_rounds_over_line": self.fires,
-                "promise_deferred_moves": self.deferred_moves}
+                "promise_deferred_moves": self.deferred_moves,
+                "guard_boundary_closures": self.boundary_closures}
 
 
 def training_figures(sim: Simulation) -> dict[str, float | int | None]:

@@ -1,8 +1,9 @@
 """The tidal loop's hooks into the simulator: the load guard and periodic re-plans.
 
 The engine knows hooks only as objects with `first_time(start)`, `next_time(t)`,
-`fire(sim, t) -> freed`, `may_move(sim, run, now)` and `figures()`; this module builds the
-list a `SimConfig` asks for, so the engine stays a plain event loop.
+`fire(sim, t) -> freed`, `on_slot(sim)` (the forecast's slot changed),
+`may_move(sim, run, now)` and `figures()`; this module builds the list a `SimConfig`
+asks for, so the engine stays a plain event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class Hook(Protocol):
     def first_time(self, start: float) -> float: ...
     def next_time(self, t: float) -> float: ...
     def fire(self, sim: Simulation, t: float) -> bool: ...
+    def on_slot(self, sim: Simulation) -> None: ...
     def may_move(self, sim: Simulation, run: _Run, now: float) -> bool: ...
     def figures(self) -> dict[str, float | int | None]: ...
 

@@ -46,6 +46,9 @@ class Replanner:
     def next_time(self, t: float) -> float:
         return t + self.check_s
 
+    def on_slot(self, sim: Simulation) -> None:
+        """Re-plans keep their own clock (`fire`); a slot change alone asks nothing."""
+
     def _due(self, sim: Simulation, t: float) -> bool:
         if t - self.last_plan >= self.every_s:
             return True

@@ -158,3 +158,54 @@ def test_under_a_surprise_surge_the_reserve_keeps_tidal_at_peaks_risk() -> None:
     # what risk is left is the guard's reaction: under one report interval per eviction
     assert reserved["guard_evictions"] >= 1
     assert reserved["slo_risk_slot_minutes"] * 60 <= 10 * reserved["guard_evictions"]
+
+
+def _valley_from_two() -> np.ndarray:
+    prof = np.full(96, 0.2)
+    prof[:8] = 0.8  # forecast: busy until 02:00, then a valley training fits in
+    return prof
+
+
+LATE = LoadDeviation(shift_slots=4)  # the real peak ends an hour later, at 03:00
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_a_valley_the_forecast_opens_is_measured_before_training_enters(verify) -> None:
+    """At 02:00 the forecast says valley, but the agents last measured 0.8. Trusting the
+    forecast admits the training at 02:00 and the guard evicts it at the first report
+    (02:00:05): five seconds at 1.3. Verifying the valley closes the GPU at the boundary;
+    the training starts at the first report after the real valley begins (03:00:05)."""
+    s = run([svc(_valley_from_two()), train(0.5)], deviation=LATE, until_s=20000,
+            guard=GuardConfig(report_interval_s=10, verify_valleys=verify))
+    f = s._result(0, 1.0).figures
+    if not verify:
+        assert f["guard_evictions"] == 1
+        assert f["slo_risk_slot_minutes"] == pytest.approx(5 / 60)
+        assert f["guard_boundary_closures"] == 0
+        return
+    assert f["guard_evictions"] == 0 and f["slo_risk_slot_minutes"] == 0
+    assert f["guard_boundary_closures"] == 1
+    assert s.runs["train"].first_start == pytest.approx(10805.0)
+
+
+def test_a_valley_that_is_real_reopens_at_the_next_report() -> None:
+    """With the forecast right, the boundary closure costs one report interval: the
+    training starts at 02:00:05, the first report of the valley, and nothing is over."""
+    s = run([svc(_valley_from_two()), train(0.5)], until_s=20000,
+            guard=GuardConfig(report_interval_s=10))
+    f = s._result(0, 1.0).figures
+    assert f["guard_boundary_closures"] == 1 and f["guard_evictions"] == 0
+    assert s.runs["train"].first_start == pytest.approx(7205.0)
+    assert f["slo_risk_slot_minutes"] == 0
+
+
+def test_work_moved_out_at_the_boundary_does_not_close_the_gpu_it_left() -> None:
+    """Training on the GPU until a forecast peak: the planned move at the boundary takes
+    its load off the measurement, so the GPU the forecast says is busy is not also closed
+    as unproven (nothing to verify: the forecast went up, not down)."""
+    prof = np.full(96, 0.2)
+    prof[8:16] = 0.45  # 02:00-04:00: 0.95 with the training, over 0.9: it moves out
+    s = run([svc(prof), train(0.5)], until_s=9000, guard=GuardConfig(promise_s=0))
+    f = s._result(0, 1.0).figures
+    assert f["planned_preemptions"] == 1
+    assert f["guard_boundary_closures"] == 0 and not s.state.blocked.any()
