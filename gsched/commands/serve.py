@@ -265,9 +265,11 @@ def serve_cmd(
     if guard:  # the tidal loop's load guard (extender/guard.py)
         from gsched.scheduler.extender.guard import LoadGuard
 
-        on_report = LoadGuard(ext, evictor, is_leader=ext.is_leader,
-                              safe_line=guard_safe_line,
-                              recede_line=min(0.85, guard_safe_line)).on_report
+        load_guard = LoadGuard(ext, evictor, is_leader=ext.is_leader,
+                               safe_line=guard_safe_line,
+                               recede_line=min(0.85, guard_safe_line)).start(1.0)
+        stoppers.insert(0, load_guard.stop)
+        on_report = load_guard.on_report
     ingest = IngestService(history, metrics, token, on_profiles=ext.set_profiles,
                            on_report=on_report)
     config = ServerConfig(host=host, port=port, prefix=prefix, token=token, tls_cert=tls_cert,

@@ -111,3 +111,57 @@ def test_a_gpu_measured_well_over_its_forecast_is_closed_without_evictions(clust
     # 0.6 is under the recede line but 0.35 over web's forecast: closed, no eviction
     guard.on_report(report(0.6, 0.2, "r-00000004"))
     assert ext.state.blocked[0, 0] and api.evictions == [("default", "train")]
+
+
+STEP = ";".join(["0.8"] * 8 + ["0.2"] * 88)  # busy until 02:00, then a valley
+
+
+@pytest.fixture
+def stepped():
+    """One node, a service on GPU 0 whose forecast falls at 02:00, and a clock we move."""
+    api = FakeKubeAPI().start()
+    api.put_node(node("n1", gpus=2))
+    api.put_pod(pod("web", "u-web", milli=500, node_name="n1", phase="Running",
+                    annotations={"gsched.io/kind": "inference", "gsched.io/profile": STEP,
+                                 "gsched.io/gpus": "0"}))
+    core, ext, sync = api.synced_extender()
+    clock = {"t": 7 * 900 + 100.0}  # 01:46, slot 7: forecast 0.4 (half a GPU at 0.8)
+    ext.clock = lambda: clock["t"]
+    assert api.wait_for(lambda: "u-web" in ext.state.running)
+    yield api, core, ext, clock
+    sync.stop()
+    api.stop()
+
+
+def test_a_valley_is_closed_at_the_boundary_until_a_report_measures_it(stepped):
+    api, core, ext, clock = stepped
+    guard = LoadGuard(ext, pod_evictor(core))
+    ext.state.now = clock["t"]
+    guard.on_report(report(0.4, 0.0))  # as forecast: nothing to do
+    assert not ext.state.blocked.any() and guard.step() == 0
+    clock["t"] = 8 * 900 + 1.0  # 02:00: the forecast says 0.1, the agents last saw 0.4
+    assert guard.step() == 1
+    assert ext.state.blocked[0].tolist() == [True, False]
+    assert guard.step() == 0  # once per slot
+    m = ext.metrics
+    assert m.guard_boundary_closures._value.get() == 1 and m.guard_blocked._value.get() == 1
+    ext.state.now = clock["t"]
+    guard.on_report(report(0.4, 0.0, "r-00000002"))  # the peak is late: stays closed
+    assert ext.state.blocked[0, 0]
+    guard.on_report(report(0.1, 0.0, "r-00000003"))  # the valley, measured: reopened
+    assert not ext.state.blocked.any() and api.evictions == []
+
+
+def test_a_measurement_already_in_the_new_slot_is_not_second_guessed(stepped):
+    api, core, ext, clock = stepped
+    guard = LoadGuard(ext, pod_evictor(core))
+    clock["t"] = 8 * 900 + 1.0
+    ext.state.now = clock["t"]
+    guard.on_report(report(0.1, 0.0))
+    assert guard.step() == 0 and not ext.state.blocked.any()
+    off = LoadGuard(ext, pod_evictor(core), verify_valleys=False)
+    clock["t"] = 7 * 900 + 100.0
+    ext.state.now = clock["t"]
+    off.on_report(report(0.4, 0.0, "r-00000002"))
+    clock["t"] = 8 * 900 + 1.0
+    assert off.step() == 0 and not ext.state.blocked.any()

@@ -14,6 +14,13 @@ so one report interval of evidence, ~10 s with the agent's defaults), the guard:
   the Eviction API, newest first, until their booked load covers the excess. Their
   controllers recreate them and gsched places them where the measurement is quiet.
 
+At a slot boundary the forecast changes before any agent has measured the new slot. A
+background step (`start()`, once a second) closes each GPU whose last report is more
+than `forecast_tolerance` over the new slot's forecast, until a report shows the valley
+is real; work that left the GPU since that report is taken off the measurement at its
+booked load. Without it, a peak that comes late lets training in at the boundary and the
+guard evicts it one report later (the simulator's `Guard.on_slot`, the same rule).
+
 It runs inside report ingestion (`IngestService(on_report=guard.on_report)`), so the
 reaction time is one report interval, not the next 15-minute slot. Each action is
 counted: `gsched_guard_trips_total` (GPUs found over the line),
@@ -24,11 +31,13 @@ runs the same rule at the same interval (`gsched/simulator/guard.py`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import numpy as np
 
 from gsched.agents.model import Report
+from gsched.scheduler.extender.periodic import PeriodicStep
 from gsched.scheduler.extender.verbs import Extender
 from gsched.scheduler.policies.state import EPS
 
@@ -37,13 +46,16 @@ log = logging.getLogger(__name__)
 Evict = Callable[[str, str], None]  # (namespace, name)
 
 
-class LoadGuard:
-    """See the module docstring. `on_report` is safe to call from the ingest thread."""
+class LoadGuard(PeriodicStep):
+    """See the module docstring. `on_report` is safe to call from the ingest thread;
+    `start()` runs the slot-boundary check (`step`) in a thread of its own."""
+
+    thread_name = "gsched-guard"
 
     def __init__(self, extender: Extender, evict: Evict | None, *,
                  is_leader: Callable[[], bool] = lambda: True, safe_line: float = 0.95,
                  recede_line: float = 0.85, forecast_tolerance: float = 0.15,
-                 hold_to_slot_end: bool = True) -> None:
+                 hold_to_slot_end: bool = True, verify_valleys: bool = True) -> None:
         if not 0 < recede_line <= safe_line:
             raise ValueError(f"need 0 < recede_line <= safe_line, got {recede_line}, "
                              f"{safe_line}")
@@ -57,6 +69,12 @@ class LoadGuard:
         #: GPUs the guard tripped on, held closed until the forecast slot changes
         self.held: set[tuple[int, int]] = set()
         self._held_slot = -1
+        self.verify_valleys = verify_valleys
+        #: (node, GPU) -> (measured, slot, booked load of that slot) at its last report
+        self.last: dict[tuple[str, int], tuple[float, int, float]] = {}
+        self._checked_slot: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def on_report(self, report: Report) -> list[tuple[str, str]]:
         """Act on one accepted report; returns the (namespace, name) pods evicted."""
@@ -78,6 +96,7 @@ class LoadGuard:
                 if g >= st.max_gpus or not st.gpu_valid[n, g] or not s.util:
                     continue
                 measured = float(np.mean(s.util))
+                self.last[(report.node, g)] = (measured, slot, float(st.load[n, g, slot]))
                 infer = st.inference_on_gpu[n, g] > 0
                 over = infer and measured > self.safe_line
                 hot = infer and (measured > self.recede_line or measured - float(
@@ -109,6 +128,38 @@ class LoadGuard:
             log.info("guard: %s over %.2f measured; evicted %d training pod(s)", report.node,
                      self.safe_line, len(done))
         return done
+
+    def step(self) -> int:
+        """Once the slot has changed, close the GPUs whose last measurement is over the
+        new slot's forecast (see the module docstring); returns how many it closed."""
+        if not self.verify_valleys:
+            return 0
+        ext = self.extender
+        closed = 0
+        with ext.lock:
+            st = ext.state
+            st.now = ext.clock()
+            slot = st.current_slot
+            if slot == self._checked_slot:
+                return 0
+            self._checked_slot = slot
+            for (node, g), (measured, then, booked) in self.last.items():
+                n = st.node_index.get(node)
+                if (n is None or then == slot or g >= st.max_gpus or st.blocked[n, g]
+                        or not st.inference_on_gpu[n, g]):
+                    continue
+                still = measured + float(st.load[n, g, then]) - booked
+                if still - float(st.load[n, g, slot]) > self.forecast_tolerance + EPS:
+                    st.blocked[n, g] = True
+                    st.node_version[n] += 1
+                    closed += 1
+            if closed:
+                ext.metrics.guard_boundary_closures.inc(closed)
+                ext.metrics.guard_blocked.set(int(st.blocked.sum()))
+        if closed:
+            log.info("guard: slot %d: %d GPU(s) closed until measured in the new slot",
+                     slot, closed)
+        return closed
 
     def _victims(self, n: int, g: int, excess: float, slot: int) -> list[tuple[str, str]]:
         """Preemptible pods on GPU (n, g), newest first, until their load covers `excess`

@@ -88,6 +88,10 @@ class SchedulerMetrics:
             "gsched_guard_evictions_total",
             "Training pods the load guard evicted from GPUs measured over the safe line.",
             registry=r)
+        self.guard_boundary_closures = Counter(
+            "gsched_guard_boundary_closures_total",
+            "GPUs closed at a slot boundary because their last measured load was over the "
+            "new slot's forecast (a valley not yet seen by the agents).", registry=r)
         self.guard_blocked = Gauge(
             "gsched_guard_blocked_gpus",
             "GPUs the load guard has closed to new work until their load recedes.",
