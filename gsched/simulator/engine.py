@@ -380,14 +380,14 @@ class Simulation:
                 else:
                     slot_event = True
                     slot = int((t % DAY_SECONDS) // self.state.slot_seconds)
+                    for hook in self.hooks:  # before moves and the queue see the new slot
+                        hook.on_slot(self)
                     for jid in self.policy.on_slot(self.state, slot, t):
                         run = self.runs.get(jid)
                         if (run is not None and jid in self.state.running and run.job.preemptible
                                 and all(h.may_move(self, run, t) for h in self.hooks)):
                             self._evict(run, planned=True)
                             freed = True
-                    for hook in self.hooks:  # before the queue sees the new slot's room
-                        hook.on_slot(self)
                     self._push(t + self.state.slot_seconds, SLOT, None)
             arrived: list[_Run] = []
             while i < n_jobs and jobs[i].submit_time == t:

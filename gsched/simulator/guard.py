@@ -66,6 +66,10 @@ class GuardConfig(BaseModel):
     verify_valleys: bool = Field(default=True,
                                  description="at a slot boundary, close GPUs whose last "
                                              "measured load is over the new slot's forecast")
+    rephase: bool = Field(default=True,
+                          description="book a service's forecast shifted when its measured "
+                                      "load says the day runs late or early "
+                                      "(simulator/phase.py)")
     promise_s: float = Field(default=3600.0, ge=0,
                              description="minimum run promised to training before a planned "
                                          "move (the guard may still evict)")

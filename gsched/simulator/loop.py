@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from gsched.simulator.guard import Guard
+from gsched.simulator.phase import PhaseTracker
 
 if TYPE_CHECKING:
     from gsched.simulator.engine import Simulation, _Run
@@ -26,11 +27,13 @@ class Hook(Protocol):
 
 
 def make_hooks(sim: Simulation) -> list[Hook]:
-    """The guard (when configured) and the re-planner (when `replan_every_s` is set)."""
+    """The guard and re-phasing (when configured), the re-planner (with `replan_every_s`)."""
     cfg = sim.config
     hooks: list[Hook] = []
     if cfg.guard is not None:
         hooks.append(Guard(cfg.guard))
+        if cfg.guard.rephase:  # after the guard's boundary check, which reads old bookings
+            hooks.append(PhaseTracker())
     if cfg.replan_every_s is not None:
         from gsched.simulator.replan import Replanner
         hooks.append(Replanner(cfg.replan_every_s, cfg.guard))

@@ -176,7 +176,7 @@ def test_a_valley_the_forecast_opens_is_measured_before_training_enters(verify) 
     (02:00:05): five seconds at 1.3. Verifying the valley closes the GPU at the boundary;
     the training starts at the first report after the real valley begins (03:00:05)."""
     s = run([svc(_valley_from_two()), train(0.5)], deviation=LATE, until_s=20000,
-            guard=GuardConfig(report_interval_s=10, verify_valleys=verify))
+            guard=GuardConfig(report_interval_s=10, verify_valleys=verify, rephase=False))
     f = s._result(0, 1.0).figures
     if not verify:
         assert f["guard_evictions"] == 1
@@ -209,3 +209,27 @@ def test_work_moved_out_at_the_boundary_does_not_close_the_gpu_it_left() -> None
     f = s._result(0, 1.0).figures
     assert f["planned_preemptions"] == 1
     assert f["guard_boundary_closures"] == 0 and not s.state.blocked.any()
+
+
+def test_a_late_day_is_booked_late_a_slot_at_a_time() -> None:
+    """The service's day runs an hour late. Its forecast rise at 04:00 does not come, so
+    from 04:15 its booking moves a slot later at each boundary until the measured rise
+    (05:00) pins it at four slots; the training moved out at 04:00 comes back only after
+    the real peak (07:00), and nothing is ever over."""
+    prof = np.full(96, 0.2)
+    prof[16:24] = 0.8  # forecast busy 04:00-06:00; really 05:00-07:00
+    s = run([svc(prof), train(0.5, dur=40000.0)], deviation=LATE, until_s=30000,
+            guard=GuardConfig(promise_s=0))
+    f = s._result(0, 1.0).figures
+    assert f["rephased_bookings"] == 4
+    assert np.allclose(s.state.running["svc"].load, np.roll(prof, 4))
+    assert f["guard_evictions"] == 0 and f["slo_risk_slot_minutes"] == 0
+    assert f["planned_preemptions"] == 1
+    assert s.runs["train"].run_start == pytest.approx(7 * 3600 + 5.0)
+
+
+def test_without_deviation_no_booking_moves() -> None:
+    prof = np.full(96, 0.2)
+    prof[16:24] = 0.8
+    s = run([svc(prof), train(0.5, dur=40000.0)], until_s=30000, guard=GuardConfig())
+    assert s._result(0, 1.0).figures["rephased_bookings"] == 0

@@ -354,6 +354,19 @@ class ClusterState:
         self.node_version[n] += 1
         return r
 
+    def rebook(self, job_id: str, load: np.ndarray) -> None:
+        """Change a running job's booked daily load where it runs (a forecast corrected
+        in flight, e.g. shifted because the day runs late)."""
+        r = self.running[job_id]
+        n, gpus = r.placement.node, list(r.placement.gpus)
+        if gpus:
+            delta = load - r.load
+            self.load[n, gpus] += delta
+            if r.job.preemptible:
+                self.preemptible_load[n, gpus] += delta
+            self.node_version[n] += 1
+        r.load = load
+
     def node_key(self, n: int) -> bytes:
         """Node n's request view as bytes (free shares with padding, GPU memory, CPU,
         memory): equal keys mean equal rows, so a policy can remember its answers by

@@ -1,0 +1,48 @@
+"""How far today's load trails (or leads) its forecast: the lag that explains it best.
+
+A daily profile can be right in shape and wrong in time: a holiday, a launch in another
+time zone, a batch upstream that ran late. Margins in load cannot cover that (the peak
+arrives where the forecast has its valley), and the load guard only reacts after the
+GPU is over. The measured load of the last few slots, set against the forecast shifted
+by each candidate lag, says how late the day is running; a workload whose forecast is
+clearly better explained shifted is booked shifted for the rest of the day.
+
+Each lag's fit allows its own scale (least squares), so a booking carrying a margin over
+the forecast is not taken for a phase error, and only a clear gain moves the lag: the
+fit must halve the error of the lag in use and improve it by `min_error` in load units.
+Among equally good lags the one nearest the lag in use wins (then the one nearest zero),
+so a late rise is followed a slot at a time and a flat stretch (every lag fits) changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def fit_errors(measured: np.ndarray, forecast: np.ndarray, slots: np.ndarray,
+               max_lag: int) -> np.ndarray:
+    """RMS residual of `measured` (load in `slots`) against `forecast` shifted by each
+    lag in -max_lag..max_lag (later is positive), each scaled by its least-squares fit."""
+    m = np.asarray(measured, dtype=np.float64)
+    f = np.asarray(forecast, dtype=np.float64)
+    lags = np.arange(-max_lag, max_lag + 1)
+    shifted = f[(slots[None, :] - lags[:, None]) % len(f)]  # (lags, window)
+    bb = (shifted * shifted).sum(axis=1)
+    scale = np.divide(shifted @ m, bb, out=np.zeros(len(lags)), where=bb > 1e-12)
+    resid = m[None, :] - scale[:, None] * shifted
+    return np.sqrt((resid * resid).mean(axis=1))
+
+
+def phase_lag(measured: np.ndarray, forecast: np.ndarray, slots: np.ndarray, current: int = 0,
+              max_lag: int = 8, gain: float = 0.5, min_error: float = 0.02) -> int:
+    """The lag (slots; positive: the load comes later than forecast) to book `forecast`
+    at, given the load `measured` in `slots` and the lag in use (`current`)."""
+    err = fit_errors(measured, forecast, slots, max_lag)
+    cur = err[current + max_lag] if abs(current) <= max_lag else np.inf
+    best = float(err.min())
+    if not (best < (1.0 - gain) * cur and cur - best > min_error):
+        return current
+    lags = np.arange(-max_lag, max_lag + 1)
+    near = lags[err <= best + 1e-9].tolist()
+    return min(near, key=lambda lag: (abs(lag - current), abs(lag)))
