@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from fake_kube_api import FakeKubeAPI, node, pod
 from prometheus_client import generate_latest
@@ -165,3 +166,42 @@ def test_a_measurement_already_in_the_new_slot_is_not_second_guessed(stepped):
     off.on_report(report(0.4, 0.0, "r-00000002"))
     clock["t"] = 8 * 900 + 1.0
     assert off.step() == 0 and not ext.state.blocked.any()
+
+
+def usage_report(slot: int, util: float, rid: str) -> Report:
+    """The web pod's own usage of GPU 0 over one slot (ten samples)."""
+    t = [slot * 900.0 + 30.0 + 60.0 * k for k in range(10)]
+    return Report(report_id=rid, node="n1", created_at=t[-1], workloads=[
+        Series(gpu="GPU-0", index=0, workload="web", namespace="default", pod="web", t=t,
+               util=[util] * 10)])
+
+
+def test_a_pod_whose_day_runs_late_is_booked_late(stepped):
+    """web's forecast is 0.4 of the GPU until 02:00, 0.1 after; its pod measured the
+    day an hour late (0.1 until 01:00, then 0.4). At 02:00 its booking moves four slots
+    later: busy until 03:00, as the simulator's re-phasing would book it."""
+    api, core, ext, clock = stepped
+    guard = LoadGuard(ext, pod_evictor(core))
+    base = ext.state.running["u-web"].load.copy()
+    for k in range(8):
+        clock["t"] = ext.state.now = k * 900 + 600.0
+        guard.on_report(usage_report(k, 0.1 if k < 4 else 0.4, f"r-{k:08d}"))
+    clock["t"] = 8 * 900 + 1.0
+    guard.step()
+    load = ext.state.running["u-web"].load
+    assert np.allclose(load, np.roll(base, 4))
+    assert ext.state.load[0, 0, 10] == pytest.approx(0.4)  # 02:30 booked busy, not 0.1
+    assert ext.metrics.rephased_bookings._value.get() == 1
+
+
+def test_a_pod_on_time_keeps_its_booking(stepped):
+    api, core, ext, clock = stepped
+    guard = LoadGuard(ext, pod_evictor(core))
+    base = ext.state.running["u-web"].load.copy()
+    for k in range(8):
+        clock["t"] = ext.state.now = k * 900 + 600.0
+        guard.on_report(usage_report(k, 0.4, f"r-{k:08d}"))
+    clock["t"] = 8 * 900 + 1.0
+    guard.step()
+    assert np.array_equal(ext.state.running["u-web"].load, base)
+    assert ext.metrics.rephased_bookings._value.get() == 0

@@ -19,7 +19,10 @@ background step (`start()`, once a second) closes each GPU whose last report is 
 than `forecast_tolerance` over the new slot's forecast, until a report shows the valley
 is real; work that left the GPU since that report is taken off the measurement at its
 booked load. Without it, a peak that comes late lets training in at the boundary and the
-guard evicts it one report later (the simulator's `Guard.on_slot`, the same rule).
+guard evicts it one report later (the simulator's `Guard.on_slot`, the same rule). The
+same step re-phases bookings: each pod's measured usage per slot (`extender/rephase.py`)
+moves the booking of a service whose day runs late or early, as the simulator's
+`PhaseTracker` does with the same `policies.rephase` code.
 
 It runs inside report ingestion (`IngestService(on_report=guard.on_report)`), so the
 reaction time is one report interval, not the next 15-minute slot. Each action is
@@ -38,6 +41,7 @@ import numpy as np
 
 from gsched.agents.model import Report
 from gsched.scheduler.extender.periodic import PeriodicStep
+from gsched.scheduler.extender.rephase import LiveRephaser
 from gsched.scheduler.extender.verbs import Extender
 from gsched.scheduler.policies.state import EPS
 
@@ -55,7 +59,8 @@ class LoadGuard(PeriodicStep):
     def __init__(self, extender: Extender, evict: Evict | None, *,
                  is_leader: Callable[[], bool] = lambda: True, safe_line: float = 0.95,
                  recede_line: float = 0.85, forecast_tolerance: float = 0.15,
-                 hold_to_slot_end: bool = True, verify_valleys: bool = True) -> None:
+                 hold_to_slot_end: bool = True, verify_valleys: bool = True,
+                 rephase: bool = True) -> None:
         if not 0 < recede_line <= safe_line:
             raise ValueError(f"need 0 < recede_line <= safe_line, got {recede_line}, "
                              f"{safe_line}")
@@ -73,6 +78,8 @@ class LoadGuard(PeriodicStep):
         #: (node, GPU) -> (measured, slot, booked load of that slot) at its last report
         self.last: dict[tuple[str, int], tuple[float, int, float]] = {}
         self._checked_slot: int | None = None
+        #: per-pod measured days, and the bookings they shift (None: off)
+        self.rephaser = LiveRephaser() if rephase else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -87,6 +94,8 @@ class LoadGuard(PeriodicStep):
             if n is None:
                 return []
             slot = st.current_slot
+            if self.rephaser is not None:
+                self.rephaser.observe(report, st.slot_seconds)
             if slot != self._held_slot:
                 self.held.clear()
                 self._held_slot = slot
@@ -130,9 +139,10 @@ class LoadGuard(PeriodicStep):
         return done
 
     def step(self) -> int:
-        """Once the slot has changed, close the GPUs whose last measurement is over the
-        new slot's forecast (see the module docstring); returns how many it closed."""
-        if not self.verify_valleys:
+        """Once the slot has changed: close the GPUs whose last measurement is over the
+        new slot's forecast, then re-phase the bookings whose measured day runs late or
+        early (see the module docstring); returns how many GPUs it closed."""
+        if not self.verify_valleys and self.rephaser is None:
             return 0
         ext = self.extender
         closed = 0
@@ -143,22 +153,39 @@ class LoadGuard(PeriodicStep):
             if slot == self._checked_slot:
                 return 0
             self._checked_slot = slot
-            for (node, g), (measured, then, booked) in self.last.items():
-                n = st.node_index.get(node)
-                if (n is None or then == slot or g >= st.max_gpus or st.blocked[n, g]
-                        or not st.inference_on_gpu[n, g]):
-                    continue
-                still = measured + float(st.load[n, g, then]) - booked
-                if still - float(st.load[n, g, slot]) > self.forecast_tolerance + EPS:
-                    st.blocked[n, g] = True
-                    st.node_version[n] += 1
-                    closed += 1
-            if closed:
-                ext.metrics.guard_boundary_closures.inc(closed)
-                ext.metrics.guard_blocked.set(int(st.blocked.sum()))
+            if self.verify_valleys:
+                closed = self._close_unproven_valleys(slot)
+            if self.rephaser is not None:
+                pods = {uid: (pj.namespace, pj.name) for uid, pj in ext.placed.items()}
+                moved = self.rephaser.on_slot(st, pods)
+                if moved:
+                    ext.metrics.rephased_bookings.inc(moved)
+                    log.info("slot %d: %d booking(s) re-phased to the measured day", slot,
+                             moved)
         if closed:
             log.info("guard: slot %d: %d GPU(s) closed until measured in the new slot",
                      slot, closed)
+        return closed
+
+    def _close_unproven_valleys(self, slot: int) -> int:
+        """Close GPUs holding inference whose last report is over `slot`'s forecast by
+        more than the tolerance (work gone since is taken off at its booking; lock held)."""
+        ext = self.extender
+        st = ext.state
+        closed = 0
+        for (node, g), (measured, then, booked) in self.last.items():
+            n = st.node_index.get(node)
+            if (n is None or then == slot or g >= st.max_gpus or st.blocked[n, g]
+                    or not st.inference_on_gpu[n, g]):
+                continue
+            still = measured + float(st.load[n, g, then]) - booked
+            if still - float(st.load[n, g, slot]) > self.forecast_tolerance + EPS:
+                st.blocked[n, g] = True
+                st.node_version[n] += 1
+                closed += 1
+        if closed:
+            ext.metrics.guard_boundary_closures.inc(closed)
+            ext.metrics.guard_blocked.set(int(st.blocked.sum()))
         return closed
 
     def _victims(self, n: int, g: int, excess: float, slot: int) -> list[tuple[str, str]]:

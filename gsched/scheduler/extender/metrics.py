@@ -92,6 +92,10 @@ class SchedulerMetrics:
             "gsched_guard_boundary_closures_total",
             "GPUs closed at a slot boundary because their last measured load was over the "
             "new slot's forecast (a valley not yet seen by the agents).", registry=r)
+        self.rephased_bookings = Counter(
+            "gsched_rephased_bookings_total",
+            "Inference bookings moved in time because the pod's measured day ran late or "
+            "early against its forecast.", registry=r)
         self.guard_blocked = Gauge(
             "gsched_guard_blocked_gpus",
             "GPUs the load guard has closed to new work until their load recedes.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gsched.scheduler.packing.phase import fit_errors, phase_lag
+from gsched.scheduler.policies.rephase import fit_errors, phase_lag
 
 
 def bump(center: float, slots: int = 96) -> np.ndarray:

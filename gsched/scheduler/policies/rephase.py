@@ -17,7 +17,12 @@ nothing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from gsched.scheduler.policies.state import ClusterState, Running
 
 
 def fit_errors(measured: np.ndarray, forecast: np.ndarray, slots: np.ndarray,
@@ -46,3 +51,42 @@ def phase_lag(measured: np.ndarray, forecast: np.ndarray, slots: np.ndarray, cur
     lags = np.arange(-max_lag, max_lag + 1)
     near = lags[err <= best + 1e-9].tolist()
     return min(near, key=lambda lag: (abs(lag - current), abs(lag)))
+
+
+class Rephasing:
+    """Which lag each running job is booked at, and the move of its booking when the
+    measured day says another lag (`ClusterState.rebook`). One per cluster state; the
+    simulator's hook and the extender's guard feed it the same way (measured load of the
+    last slots of the day, per job), so the two paths book alike."""
+
+    def __init__(self, window: int = 8, max_lag: int = 8) -> None:
+        self.window, self.max_lag = window, max_lag
+        #: job id -> (its Running record, its booking as placed, the lag applied)
+        self.tracked: dict[str, tuple[Running, np.ndarray, int]] = {}
+        self.rephased = 0
+
+    def window_slots(self, slot: int, slots: int) -> np.ndarray:
+        """The day's slots of the `window` slots before `slot`."""
+        return (slot - self.window + np.arange(self.window)) % slots
+
+    def update(self, state: ClusterState, job_id: str, measured: np.ndarray,
+               idx: np.ndarray) -> bool:
+        """Re-book `job_id` if its load `measured` in day slots `idx` says so; True when
+        its booking moved. A job placed again starts from its own profile."""
+        r = state.running[job_id]
+        seen = self.tracked.get(job_id)
+        if seen is None or seen[0] is not r:
+            seen = (r, r.load.copy(), 0)
+        base, lag = seen[1], seen[2]
+        new = phase_lag(measured, base, idx, current=lag, max_lag=self.max_lag)
+        moved = new != lag
+        if moved:
+            state.rebook(job_id, np.roll(base, new))
+            self.rephased += 1
+        self.tracked[job_id] = (state.running[job_id], base, new)
+        return moved
+
+    def forget(self, live: set[str]) -> None:
+        """Drop jobs no longer running."""
+        for jid in [j for j in self.tracked if j not in live]:
+            del self.tracked[jid]
