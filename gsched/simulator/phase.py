@@ -5,7 +5,10 @@ window of measured load (its actual load here; its pod's usage in the agents' re
 a cluster, `extender/guard.py`) is handed to `policies.rephase.Rephasing`, which moves
 its booking when the forecast fits the last slots clearly better shifted. The policy's
 planned moves, the guard's forecast checks and the next placements then all see the day
-as it runs.
+as it runs. A service too new for a window of its own is booked at the lag most measured
+services agree on (`Rephasing.consensus`). A service already running when the trace
+begins counts as measured the day before (its actual day repeats), as it would be on a
+cluster whose agents ran yesterday.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ class PhaseTracker:
 
     def __init__(self, window: int = 8, max_lag: int = 8) -> None:
         self.rephasing = Rephasing(window, max_lag)
+        self.start = 0.0
 
     def first_time(self, start: float) -> float:
+        self.start = start
         return math.inf  # nothing to do between slot boundaries
 
     def next_time(self, t: float) -> float:
@@ -44,12 +49,21 @@ class PhaseTracker:
         rp = self.rephasing
         idx = rp.window_slots(st.current_slot, st.slots)
         need = rp.window * st.slot_seconds
+        fresh = []
         for jid, r in list(st.running.items()):
             if r.job.kind != "inference" or r.job.profile is None:
                 continue
             run = sim.runs[jid]
-            if run.actual is not None and st.now - run.run_start >= need:
+            if run.actual is None:
+                continue
+            # a service running when the trace begins was measured the day before
+            if st.now - run.run_start >= need or run.job.submit_time <= self.start:
                 rp.update(st, jid, run.actual[idx], idx)
+            else:
+                fresh.append(jid)
+        lag = rp.consensus()
+        for jid in fresh:
+            rp.adopt(st, jid, lag)
 
     def figures(self) -> dict[str, float | int | None]:
         return {"rephased_bookings": self.rephasing.rephased}

@@ -56,3 +56,46 @@ def test_among_equal_fits_the_lag_in_use_is_kept_nearest() -> None:
     f[16:24] = 0.8
     w = np.arange(12, 20)
     assert phase_lag(np.full(8, 0.1), f, w, current=3) == 4
+
+
+def _state_with_services(n: int):
+    from gsched.models import Cluster, Job, Node
+    from gsched.scheduler.policies.state import ClusterState, Placement
+
+    st = ClusterState(Cluster(nodes=[Node(name="n0", gpu_count=8, gpu_model="A100")]))
+    for k in range(n):
+        job = Job(id=f"svc{k}", kind="inference", submit_time=0, profile=bump(44),
+                  priority=100)
+        st.allocate(job, Placement(0, (k,), 1.0))
+    return st
+
+
+def test_a_new_service_starts_at_the_lag_the_measured_ones_agree_on() -> None:
+    from gsched.scheduler.policies.rephase import Rephasing
+
+    st = _state_with_services(7)
+    rp = Rephasing()
+    for k in range(6):  # six measured services: five an hour late, one on time
+        late = 0 if k == 5 else 4
+        rp.update(st, f"svc{k}", np.roll(bump(44), late)[WINDOW], WINDOW)
+    assert rp.consensus() == 4
+    base = st.running["svc6"].load.copy()
+    assert rp.adopt(st, "svc6", rp.consensus())
+    assert np.allclose(st.running["svc6"].load, np.roll(base, 4))
+    assert np.allclose(st.load[0, 6], np.roll(base, 4))  # the GPU's booking moved too
+    assert not rp.adopt(st, "svc6", 4)  # once
+    # its own window, when it comes, is judged from the lag it was given
+    assert not rp.update(st, "svc6", np.roll(bump(44), 4)[WINDOW], WINDOW)
+
+
+def test_no_consensus_without_a_quorum_or_agreement() -> None:
+    from gsched.scheduler.policies.rephase import Rephasing
+
+    st = _state_with_services(8)
+    rp = Rephasing()
+    for k in range(4):
+        rp.update(st, f"svc{k}", np.roll(bump(44), 4)[WINDOW], WINDOW)
+    assert rp.consensus() == 0  # four measured: under the quorum of five
+    for k in range(4, 8):
+        rp.update(st, f"svc{k}", bump(44)[WINDOW], WINDOW)
+    assert rp.consensus() == 0  # four late, four on time: no two-thirds agreement

@@ -52,15 +52,19 @@ class LiveRephaser:
         window = np.arange(now_slot - rp.window, now_slot)
         idx = window % state.slots
         moved = 0
+        fresh = []
         for uid, r in list(state.running.items()):
             key = pods.get(uid)
             if r.job.kind != "inference" or r.job.profile is None or key is None:
                 continue
             b = self.usage.get(key)
             if b is None or any(int(k) not in b for k in window):
-                continue  # not a whole window measured yet
+                fresh.append(uid)  # not a whole window measured yet
+                continue
             measured = np.array([b[int(k)][0] / b[int(k)][1] for k in window])
             moved += rp.update(state, uid, measured, idx)
+        lag = rp.consensus()  # the cluster's day, for pods too new for their own
+        moved += sum(rp.adopt(state, uid, lag) for uid in fresh)
         rp.forget(set(state.running))
         live = set(pods.values())
         for key in [k for k in self.usage if k not in live]:

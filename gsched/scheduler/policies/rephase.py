@@ -59,11 +59,38 @@ class Rephasing:
     simulator's hook and the extender's guard feed it the same way (measured load of the
     last slots of the day, per job), so the two paths book alike."""
 
-    def __init__(self, window: int = 8, max_lag: int = 8) -> None:
+    def __init__(self, window: int = 8, max_lag: int = 8, quorum: int = 5,
+                 agree: float = 2 / 3) -> None:
         self.window, self.max_lag = window, max_lag
+        self.quorum, self.agree = quorum, agree
         #: job id -> (its Running record, its booking as placed, the lag applied)
         self.tracked: dict[str, tuple[Running, np.ndarray, int]] = {}
+        #: jobs whose lag rests on their own measured window (not the consensus)
+        self.measured: set[str] = set()
         self.rephased = 0
+
+    def consensus(self) -> int:
+        """The lag most measured services agree on (a holiday, a clock change: whole
+        days move together), or 0: at least `quorum` of them, and an `agree` share."""
+        lags = [self.tracked[j][2] for j in self.measured if j in self.tracked]
+        if len(lags) < self.quorum:
+            return 0
+        values, counts = np.unique(lags, return_counts=True)
+        k = int(np.argmax(counts))
+        return int(values[k]) if counts[k] >= self.agree * len(lags) else 0
+
+    def adopt(self, state: ClusterState, job_id: str, lag: int) -> bool:
+        """Book a job with no measured window yet at `lag` (the consensus), once: until
+        its own window says otherwise, the cluster's day is its best guess."""
+        r = state.running[job_id]
+        seen = self.tracked.get(job_id)
+        if lag == 0 or (seen is not None and seen[0] is r):
+            return False
+        state.rebook(job_id, np.roll(r.load, lag))
+        self.tracked[job_id] = (state.running[job_id], np.roll(state.running[job_id].load,
+                                                                -lag), lag)
+        self.rephased += 1
+        return True
 
     def window_slots(self, slot: int, slots: int) -> np.ndarray:
         """The day's slots of the `window` slots before `slot`."""
@@ -84,9 +111,11 @@ class Rephasing:
             state.rebook(job_id, np.roll(base, new))
             self.rephased += 1
         self.tracked[job_id] = (state.running[job_id], base, new)
+        self.measured.add(job_id)
         return moved
 
     def forget(self, live: set[str]) -> None:
         """Drop jobs no longer running."""
         for jid in [j for j in self.tracked if j not in live]:
             del self.tracked[jid]
+        self.measured &= live
