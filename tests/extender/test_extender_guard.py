@@ -16,19 +16,34 @@ from gsched.scheduler.extender.kube import pod_evictor
 FLAT = ";".join(["0.5"] * 96)
 
 
-@pytest.fixture
-def cluster():
+def web(profile: str) -> dict:
+    """The inference pod on GPU 0 of n1: half a GPU, `profile` its day."""
+    return pod("web", "u-web", milli=500, node_name="n1", phase="Running",
+               annotations={"gsched.io/kind": "inference", "gsched.io/profile": profile,
+                            "gsched.io/gpus": "0"})
+
+
+def start(*pods: dict):
+    """A fake API server with n1 (2 GPUs) and `pods` running, and a tidal extender
+    synced to it (all pods in its state)."""
     api = FakeKubeAPI().start()
     api.put_node(node("n1", gpus=2))
-    api.put_pod(pod("web", "u-web", milli=500, node_name="n1", phase="Running",
-                    annotations={"gsched.io/kind": "inference", "gsched.io/profile": FLAT,
-                                 "gsched.io/gpus": "0"}))
-    api.put_pod(pod("train", "u-train", milli=500, node_name="n1", phase="Running",
-                    annotations={"gsched.io/kind": "training", "gsched.io/gpus": "0"}))
-    api.put_pod(pod("solo", "u-solo", milli=500, node_name="n1", phase="Running",
-                    annotations={"gsched.io/kind": "training", "gsched.io/gpus": "1"}))
+    for p in pods:
+        api.put_pod(p)
     core, ext, sync = api.synced_extender()
-    assert api.wait_for(lambda: {"u-web", "u-train", "u-solo"} <= set(ext.state.running))
+    uids = {p["metadata"]["uid"] for p in pods}
+    assert api.wait_for(lambda: uids <= set(ext.state.running))
+    return api, core, ext, sync
+
+
+@pytest.fixture
+def cluster():
+    api, core, ext, sync = start(
+        web(FLAT),
+        pod("train", "u-train", milli=500, node_name="n1", phase="Running",
+            annotations={"gsched.io/kind": "training", "gsched.io/gpus": "0"}),
+        pod("solo", "u-solo", milli=500, node_name="n1", phase="Running",
+            annotations={"gsched.io/kind": "training", "gsched.io/gpus": "1"}))
     yield api, core, ext
     sync.stop()
     api.stop()
@@ -120,15 +135,9 @@ STEP = ";".join(["0.8"] * 8 + ["0.2"] * 88)  # busy until 02:00, then a valley
 @pytest.fixture
 def stepped():
     """One node, a service on GPU 0 whose forecast falls at 02:00, and a clock we move."""
-    api = FakeKubeAPI().start()
-    api.put_node(node("n1", gpus=2))
-    api.put_pod(pod("web", "u-web", milli=500, node_name="n1", phase="Running",
-                    annotations={"gsched.io/kind": "inference", "gsched.io/profile": STEP,
-                                 "gsched.io/gpus": "0"}))
-    core, ext, sync = api.synced_extender()
+    api, core, ext, sync = start(web(STEP))
     clock = {"t": 7 * 900 + 100.0}  # 01:46, slot 7: forecast 0.4 (half a GPU at 0.8)
     ext.clock = lambda: clock["t"]
-    assert api.wait_for(lambda: "u-web" in ext.state.running)
     yield api, core, ext, clock
     sync.stop()
     api.stop()
