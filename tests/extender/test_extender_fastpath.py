@@ -143,3 +143,39 @@ def test_the_server_answers_as_it_would_without_its_shortcuts(policy):
     finally:
         fast.stop()
         slow.stop()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_filter_answer_spliced_around_a_kept_list_is_the_plain_encoding(seed):
+    rng = np.random.default_rng(seed)
+    names = [f"n-{i}" for i in range(int(rng.integers(64, 400)))]
+    failed = {f"f-{i}": "why \"quoted\" é" for i in range(int(rng.integers(0, 5)))}
+    result = answers.filter_result(True, names, [], None, failed,
+                                   {"u": "never"} if seed % 2 else {})
+    cache = wire.NameListCache()
+    encoded = cache.remember(names)
+    assert encoded == orjson.dumps(names) and cache.remember(names) is encoded
+    assert wire.filter_json(result, encoded) == orjson.dumps(result)
+    # not the canonical shape (Nodes mode): encoded as it is
+    other = {"Nodes": {"items": []}, "NodeNames": names, "Error": ""}
+    assert wire.filter_json(other, encoded) == orjson.dumps(other)
+
+
+def test_concurrent_connections_get_the_answers_of_one():
+    """filter and prioritize are served one at a time across connections: answers from
+    several threads at once are those of the same requests in sequence."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv, _, _ = make_server("tidal", cluster())
+    names = [f"gpu-node-{i}" for i in range(80)]
+    bodies = [orjson.dumps({"Pod": ser(k8s_pod(f"p{i}", f"uid-{i}", milli=250 * (1 + i % 3))),
+                            "Nodes": None, "NodeNames": names}) for i in range(12)]
+    try:
+        alone = [(post(srv.port, "/filter", b), post(srv.port, "/prioritize", b))
+                 for b in bodies]
+        with ThreadPoolExecutor(6) as pool:
+            together = list(pool.map(lambda b: (post(srv.port, "/filter", b),
+                                                post(srv.port, "/prioritize", b)), bodies))
+        assert together == alone and all(f[0] == p[0] == 200 for f, p in alone)
+    finally:
+        srv.stop()

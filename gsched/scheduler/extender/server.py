@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gsched.scheduler.extender import wire
+from gsched.scheduler.extender import http11, wire
 from gsched.scheduler.extender.metrics import SchedulerMetrics
 
 log = logging.getLogger(__name__)
@@ -261,18 +261,30 @@ class _RequestHandler(BaseHTTPRequestHandler):
     error_message_format = '{"error": "%(code)d %(message)s", "field": ""}'
     app: App  # set on the subclass made per server
 
+    def parse_request(self) -> bool:
+        return http11.parse_request(self)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         log.debug("%s " + format, self.address_string(), *args)
 
     def _send(self, resp: Response) -> None:
-        self.send_response(resp.status)
-        self.send_header("Content-Type", resp.content_type)
-        self.send_header("Content-Length", str(len(resp.body)))
+        """The status line, headers and body in one write (two for a large body), as
+        `send_response` + `send_header` + `end_headers` would send them, with the Date
+        header formatted once a second."""
+        self.log_request(resp.status)
+        phrase = self.responses[resp.status][0] if resp.status in self.responses else ""
+        head = (f"{self.protocol_version} {resp.status} {phrase}\r\n"
+                f"Server: {self.version_string()}\r\nDate: {http11.http_date()}\r\n"
+                f"Content-Type: {resp.content_type}\r\nContent-Length: {len(resp.body)}\r\n"
+                + ("Connection: close\r\n" if resp.close else "") + "\r\n").encode("latin-1")
         if resp.close:
-            self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            self.wfile.write(head)
+        elif len(resp.body) <= http11.ONE_WRITE:
+            self.wfile.write(head + resp.body)
+        else:  # not worth copying a large body to save a system call
+            self.wfile.write(head)
             self.wfile.write(resp.body)
 
     def _dispatch(self) -> None:
