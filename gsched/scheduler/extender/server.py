@@ -20,7 +20,11 @@ have no `Error`, answer neutrally instead.
 
 `ThreadingHTTPServer` with HTTP/1.1 keep-alive (kube-scheduler reuses connections);
 TLS is per connection, in the connection's thread, so a slow handshake never blocks
-`accept`.
+`accept`. Connections are read and written in their own threads, but filter and
+prioritize are handled one at a time (`App.cpu_lock`, decoding to encoding): they are
+CPU work under the extender's lock anyway, and threads decoding beside it only fought
+for the GIL. Request lines, headers and answers go through `http11` (the standard
+handler's behaviour, without its email parser).
 """
 
 from __future__ import annotations
