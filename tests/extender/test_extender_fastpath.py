@@ -143,3 +143,74 @@ def test_the_server_answers_as_it_would_without_its_shortcuts(policy):
     finally:
         fast.stop()
         slow.stop()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_filter_answer_spliced_around_a_kept_list_is_the_plain_encoding(seed):
+    rng = np.random.default_rng(seed)
+    names = [f"n-{i}" for i in range(int(rng.integers(64, 400)))]
+    failed = {f"f-{i}": "why \"quoted\" é" for i in range(int(rng.integers(0, 5)))}
+    result = answers.filter_result(True, names, [], None, failed,
+                                   {"u": "never"} if seed % 2 else {})
+    cache = wire.NameListCache()
+    encoded = cache.remember(names)
+    assert encoded == orjson.dumps(names) and cache.remember(names) is encoded
+    assert wire.filter_json(result, encoded) == orjson.dumps(result)
+    # not the canonical shape (Nodes mode): encoded as it is
+    other = {"Nodes": {"items": []}, "NodeNames": names, "Error": ""}
+    assert wire.filter_json(other, encoded) == orjson.dumps(other)
+
+
+def test_concurrent_connections_get_the_answers_of_one():
+    """filter and prioritize are served one at a time across connections: answers from
+    several threads at once are those of the same requests in sequence."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv, _, _ = make_server("tidal", cluster())
+    names = [f"gpu-node-{i}" for i in range(80)]
+    bodies = [orjson.dumps({"Pod": ser(k8s_pod(f"p{i}", f"uid-{i}", milli=250 * (1 + i % 3))),
+                            "Nodes": None, "NodeNames": names}) for i in range(12)]
+    try:
+        alone = [(post(srv.port, "/filter", b), post(srv.port, "/prioritize", b))
+                 for b in bodies]
+        with ThreadPoolExecutor(6) as pool:
+            together = list(pool.map(lambda b: (post(srv.port, "/filter", b),
+                                                post(srv.port, "/prioritize", b)), bodies))
+        assert together == alone and all(f[0] == p[0] == 200 for f, p in alone)
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_template_cut_from_its_parent_is_the_one_built_whole(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 600))
+    names = [f"node-{'x' * int(rng.integers(0, 4))}{i}" for i in range(n)]
+    parent = answers.NameList(names, np.arange(n))
+    answers.priority_template(parent, [wire.host_entries(x)[0] for x in names])
+    # few holes, many holes, the first or last node gone, one node left
+    drop = rng.random(n) < float(rng.choice([0.01, 0.3, 0.9]))
+    drop[0] |= seed == 1
+    drop[-1] |= seed == 2
+    if seed == 3:
+        drop[:] = True
+        drop[n // 2] = False
+    ok = ~drop
+    if not ok.any():
+        ok[0] = True
+    child = answers.passing_list([], names, np.arange(n), ok, parent)
+    assert child.parent is parent
+    assert answers.cut_template(child) and child.parent is None
+    whole = answers.NameList(child.names, child.idx)
+    answers.priority_template(whole, [wire.host_entries(x)[0] for x in child.names])
+    assert child.zero == whole.zero and np.array_equal(child.digit, whole.digit)
+    scores = rng.integers(0, 11, size=len(child.names))
+    assert answers.priority_answer(child, scores) == orjson.dumps(
+        [{"Host": h, "Score": int(s)} for h, s in zip(child.names, scores, strict=True)])
+    # a list cut from a child is not kept alive through it
+    grandchild = answers.passing_list([], child.names, child.idx, np.ones(len(child.names),
+                                                                          dtype=bool), child)
+    assert grandchild.parent is child
+    orphan = answers.passing_list([], grandchild.names, grandchild.idx,
+                                  np.ones(len(grandchild.names), dtype=bool), grandchild)
+    assert orphan.parent is None and not answers.cut_template(orphan)

@@ -31,6 +31,10 @@ class NameList:
     digit: np.ndarray | None = None
     #: whether it is every node of the cluster in index order (set on first use)
     every: bool | None = None
+    #: a list this one was cut from (filter's passing nodes of it) and the positions
+    #: in it that were kept: its template is cut from the parent's (`cut_template`)
+    parent: NameList | None = None
+    kept: np.ndarray | None = None
 
 
 def whole(nl: NameList, n_nodes: int) -> bool:
@@ -42,17 +46,55 @@ def whole(nl: NameList, n_nodes: int) -> bool:
 
 
 def passing_list(recent: list[NameList], names: list[str], idx: np.ndarray,
-                 ok: np.ndarray) -> NameList:
+                 ok: np.ndarray, parent: NameList | None = None) -> NameList:
     """The nodes of `names` that passed filter, as a NameList: a recent one with the same
     nodes when there is one (its list object, its prioritize template), else a new one.
     Successive pods mostly pass on the same nodes; reusing the list saves building it,
-    encoding it and, in prioritize, resolving it again."""
+    encoding it and, in prioritize, resolving it again. A new list remembers `parent`
+    (the list asked about, `names` in its order) to cut its template from."""
     kept = idx[ok]
     if (kept >= 0).all():  # known nodes: the indices determine the names
         for nl in recent:
             if len(nl.idx) == len(kept) and np.array_equal(nl.idx, kept):
                 return nl
-    return NameList(list(itertools.compress(names, ok.tolist())), kept)
+    if parent is not None and parent.parent is not None:
+        parent = None  # no chains of lists kept alive by their children
+    return NameList(list(itertools.compress(names, ok.tolist())), kept, parent=parent,
+                    kept=np.flatnonzero(ok) if parent is not None else None)
+
+
+#: a template is cut from its parent's when at most this many runs of it are kept
+MAX_CUT_RUNS = 512
+
+
+def cut_template(nl: NameList) -> bool:
+    """Fill `nl.zero` / `nl.digit` by cutting the parent's zero-score template (the
+    nodes filter dropped taken out): a few slices joined, instead of joining 10,000
+    entries again. False (nothing done) without a parent template or when the kept
+    nodes fall in too many runs."""
+    p, kept = nl.parent, nl.kept
+    nl.parent = nl.kept = None  # used once: the parent need not be kept alive
+    if p is None or p.zero is None or p.digit is None or kept is None:
+        return False
+    if len(kept) == 0:
+        return False
+    # runs of consecutive kept positions: [first[r], last[r]] in the parent
+    breaks = np.flatnonzero(np.diff(kept) != 1)
+    first = kept[np.concatenate(([0], breaks + 1))]
+    last = kept[np.concatenate((breaks, [len(kept) - 1]))]
+    if len(first) > MAX_CUT_RUNS:
+        return False
+    # an entry ends at its digit + 2 (`<digit>}`); it starts after the previous entry's
+    # comma (or the opening bracket)
+    ends = p.digit + 2
+    starts = np.concatenate(([1], ends[:-1] + 1))
+    lo, hi = starts[first].tolist(), ends[last].tolist()
+    nl.zero = b"[" + b",".join(p.zero[a:b] for a, b in zip(lo, hi, strict=True)) + b"]"
+    # each run moves left by where it was, less where it lands
+    lands = np.cumsum([1] + [b - a + 1 for a, b in zip(lo[:-1], hi[:-1], strict=True)])
+    shift = np.repeat(np.asarray(lo) - lands, last - first + 1)
+    nl.digit = p.digit[kept] - shift
+    return True
 
 
 def priority_template(nl: NameList, entries: list[bytes],

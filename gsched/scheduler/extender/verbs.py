@@ -263,14 +263,22 @@ class Extender:
         known = nl.idx >= 0
         if known.all():
             if nl.zero is None:
-                answers.priority_template(nl, self._node_entries[nl.idx, 0].tolist(),
-                                          self._zero_lengths[nl.idx])
+                parent = nl.parent
+                if parent is not None and parent.zero is None and (parent.idx >= 0).all():
+                    self._template(parent)  # once: its passing lists are cut from it
+                if not answers.cut_template(nl):
+                    self._template(nl)
             return RawJSON(answers.priority_answer(nl, scores))
         picked = np.empty(len(nl.names), dtype=object)
         picked[known] = self._node_entries[nl.idx[known], scores[known]]
         for i in np.flatnonzero(~known).tolist():
             picked[i] = host_entries(nl.names[i])[int(scores[i])]
         return RawJSON(b"[" + b",".join(picked.tolist()) + b"]")
+
+    def _template(self, nl: answers.NameList) -> None:
+        answers.priority_template(nl, self._node_entries[nl.idx, 0].tolist(),
+                                  self._zero_lengths[nl.idx])
+        nl.parent = nl.kept = None
 
     def _remember(self, pj: podlib.PodJob) -> None:
         with self.lock:
@@ -320,7 +328,7 @@ class Extender:
                 (unresolvable if r in UNRESOLVABLE else failed)[names[i]] = r.message
         if cache_mode and not ok.all():  # prioritize will most likely ask about these
             with self.lock:
-                passed = answers.passing_list(self._lists, names, idx, ok)
+                passed = answers.passing_list(self._lists, names, idx, ok, nl)
                 self._keep(passed)
             return answers.filter_result(True, passed.names, items, None, failed, unresolvable)
         return answers.filter_result(cache_mode, names, items, ok, failed, unresolvable)

@@ -224,6 +224,19 @@ def dump(obj: BaseModel | list[BaseModel]) -> Any:
     return obj.model_dump(by_alias=True)
 
 
+_FILTER_HEAD = b'{"Nodes":null,"NodeNames":'
+
+
+def filter_json(result: dict[str, Any], names_json: bytes) -> bytes:
+    """`orjson.dumps(result)` of a nodeCacheCapable `ExtenderFilterResult` whose
+    `NodeNames` encodes as `names_json` (a list the `NameListCache` keeps): the list is
+    not encoded again (10,000 names cost more than the rest of the answer)."""
+    rest = orjson.dumps({**result, "NodeNames": None})
+    if not rest.startswith(_FILTER_HEAD + b"null"):  # not the canonical shape: as is
+        return orjson.dumps(result)
+    return _FILTER_HEAD + names_json + rest[len(_FILTER_HEAD) + 4:]
+
+
 #: what a known `NodeNames` array is replaced with before decoding (see `NameListCache`)
 _ELIDED = "gsched:node-names-elided"
 _ELIDED_JSON = b'"' + _ELIDED.encode() + b'"'
@@ -251,21 +264,24 @@ class NameListCache:
         #: requests whose list was not decoded again
         self.hits = 0
 
-    def remember(self, names: list[str] | None) -> None:
-        """Keep a list (one seen in a request or sent in an answer) for later requests."""
+    def remember(self, names: list[str] | None) -> bytes | None:
+        """Keep a list (one seen in a request or sent in an answer) for later requests;
+        its JSON encoding (`orjson.dumps(names)`), or None for a list too short to keep.
+        Lists are never mutated once handed out, so a kept list's encoding stays true."""
         if names is None or len(names) < self.min_names:
-            return
+            return None
         with self._lock:
             for encoded, known in self._items.items():
                 if known is names:  # already here (e.g. a filter answer used again)
                     self._items.move_to_end(encoded)
-                    return
+                    return encoded
         encoded = orjson.dumps(names)
         with self._lock:
             self._items[encoded] = names
             self._items.move_to_end(encoded)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
+        return encoded
 
     def loads(self, body: bytes) -> tuple[Any, list[str] | None]:
         """(decoded body, the remembered `NodeNames` list or None). With a list, the

@@ -181,13 +181,14 @@ def normalized_scores(scores: np.ndarray, feasible: np.ndarray, top: int = 10) -
 
 def _top_levels(vals: np.ndarray, top: int) -> np.ndarray:
     """The `top` highest distinct values of `vals` (all of them if fewer), ascending:
-    from a partial sort of the largest few, not a sort of all 10,000."""
-    m, take = len(vals), 4 * top
-    while take < m:
+    from a partial sort of the largest few when they hold that many distinct values,
+    else from a sort of all (at 10,000 values a sort costs about two partitions, and
+    tied scores would need several widening partitions to find ten levels)."""
+    m, take = len(vals), 16 * top
+    if take < m:
         cand = np.unique(np.partition(vals, m - take)[m - take:])
         if len(cand) >= top:
             return cand[-top:]
-        take *= 4
     return np.unique(vals)[-top:]
 
 

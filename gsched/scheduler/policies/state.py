@@ -240,21 +240,30 @@ class ClusterState:
         return ((self.free >= reserve - EPS) & (self.gpu_mem_free >= job.gpu_mem_mib)
                 & ~self.blocked)
 
-    def fit_reasons(self, job: Job, reserve: float) -> np.ndarray:
-        """Reason code per node (0 = fits now) for reserving `reserve` per GPU."""
-        reasons = np.zeros(self.n_nodes, dtype=np.int8)
+    def fit_reasons(self, job: Job, reserve: float, nodes: np.ndarray | None = None
+                    ) -> np.ndarray:
+        """Reason code per node (0 = fits now) for reserving `reserve` per GPU; with
+        `nodes` (indices), of those rows only, in that order."""
+        def rows(a: np.ndarray) -> np.ndarray:
+            return a if nodes is None else a[nodes]
+
+        reasons = np.zeros(self.n_nodes if nodes is None else len(nodes), dtype=np.int8)
 
         def mark(bad: np.ndarray, why: Reason) -> None:
             reasons[(reasons == 0) & bad] = why
 
-        mark(~self.model_mask(job), Reason.GPU_MODEL)
+        mark(~rows(self.model_mask(job)), Reason.GPU_MODEL)
         if job.num_gpu:
-            mark(self.gpu_count < job.num_gpu, Reason.GPU_COUNT)
-            mark(self.gpu_mem_total < job.gpu_mem_mib, Reason.GPU_MEMORY)
-        mark(~self.cpu_unlimited & (self.cpu_free < job.cpu_milli - EPS), Reason.CPU)
-        mark(~self.mem_unlimited & (self.mem_free < job.memory_mib - EPS), Reason.MEMORY)
+            mark(rows(self.gpu_count) < job.num_gpu, Reason.GPU_COUNT)
+            mark(rows(self.gpu_mem_total) < job.gpu_mem_mib, Reason.GPU_MEMORY)
+        mark(~rows(self.cpu_unlimited) & (rows(self.cpu_free) < job.cpu_milli - EPS),
+             Reason.CPU)
+        mark(~rows(self.mem_unlimited) & (rows(self.mem_free) < job.memory_mib - EPS),
+             Reason.MEMORY)
         if job.num_gpu:
-            usable = self.gpu_fit(job, reserve).sum(axis=1)
+            fit = ((rows(self.free) >= reserve - EPS)
+                   & (rows(self.gpu_mem_free) >= job.gpu_mem_mib) & ~rows(self.blocked))
+            usable = fit.sum(axis=1)
             why = Reason.GPU_FREE if reserve >= 1 - EPS else Reason.GPU_SHARE
             mark(usable < job.num_gpu, why)
         return reasons

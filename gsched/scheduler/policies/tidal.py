@@ -100,9 +100,15 @@ class TidalPolicy(Policy):
             feasible = self._fit(state, job)[0]
             if feasible.all():  # feasible implies every check below passes
                 return np.zeros(state.n_nodes, dtype=np.int8)
-        reasons = state.fit_reasons(job, -np.inf)  # model, count, memory, CPU, RAM
-        if job.num_gpu:
-            reasons[(reasons == 0) & ~feasible] = Reason.PROFILE
+        if not job.num_gpu:
+            return state.fit_reasons(job, -np.inf)  # model, CPU, RAM
+        # feasible nodes pass every check (model, count, memory, CPU, RAM): only the
+        # others are asked why (a few nodes, mostly)
+        reasons = np.zeros(state.n_nodes, dtype=np.int8)
+        bad = np.flatnonzero(~feasible)
+        why = state.fit_reasons(job, -np.inf, bad)
+        why[why == 0] = Reason.PROFILE
+        reasons[bad] = why
         return reasons
 
     def feasible(self, state: ClusterState, job: Job) -> np.ndarray:
