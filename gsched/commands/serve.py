@@ -159,6 +159,10 @@ def serve_cmd(
              "new work until it recedes, and the leader evicts its training pods.")] = True,
     guard_safe_line: Annotated[float, typer.Option(
         min=0.05, max=1.0, help="Measured utilisation over which the guard acts.")] = 0.95,
+    margin_quantile: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Each learned profile books (1 + its own margin): this "
+                               "quantile of how far its last three days came above their "
+                               "forecasts (0: the learned quantile alone).")] = 0.9,
     history_resolution: Annotated[float, typer.Option(
         min=0.0, help="Seconds per stored usage row per series (mean of the samples in it); "
                       "0 stores every sample. 15-minute profiles need no finer than 60.")]
@@ -271,6 +275,7 @@ def serve_cmd(
         stoppers.insert(0, load_guard.stop)
         on_report = load_guard.on_report
     ingest = IngestService(history, metrics, token, on_profiles=ext.set_profiles,
+                           margin_quantile=margin_quantile or None,
                            on_report=on_report)
     config = ServerConfig(host=host, port=port, prefix=prefix, token=token, tls_cert=tls_cert,
                           tls_key=tls_key, max_body_bytes=max_body_mib << 20,

@@ -226,3 +226,48 @@ def test_concurrent_reports_are_group_committed_exactly_once(tmp_path: Path) -> 
     assert sorted(d for d, _ in results) == [False] * 40 + [True] * 40
     assert sum(n for _, n in results) == 40 * 12
     assert h.counts() == {"usage_reports": 40, "usage_samples": 160, "usage_gpu_samples": 320}
+
+
+def _ingest_days(svc: IngestService, days: int, seed: int = 0) -> None:
+    """`days` days of a service busy 12:00-18:00 at 0.5, each day's level off by up to
+    +-30 % (a day-to-day error the decayed p95 cannot know), every 5 minutes."""
+    rng = np.random.default_rng(seed)
+    step = 300.0
+    t = np.arange(0, days * DAY_SECONDS, step)
+    level = 1.0 + rng.uniform(-0.3, 0.3, size=days)
+    busy = ((t % DAY_SECONDS) >= 12 * 3600) & ((t % DAY_SECONDS) < 18 * 3600)
+    util = np.where(busy, 0.5, 0.1) * level[(t // DAY_SECONDS).astype(int)]
+    for i in range(0, len(t), 12):
+        r = Report(report_id=f"r-{i:08d}", node="n1", created_at=float(t[i] + 3600),
+                   workloads=[Series(gpu="GPU-0", index=0, workload="ns/svc",
+                                     t=[float(x) for x in t[i:i + 12]],
+                                     util=[float(x) for x in util[i:i + 12]])])
+        assert svc.handle(body(r), AUTH)[0] == 200
+
+
+def test_a_profile_books_its_own_margin_once_held_back_days_exist(tmp_path: Path) -> None:
+    from gsched.scheduler.packing.forecast import decayed_quantile, error_margin
+
+    plain = IngestService(UsageHistory(tmp_path / "a.sqlite"), SchedulerMetrics(), "tok",
+                          margin_quantile=None)
+    own = IngestService(UsageHistory(tmp_path / "b.sqlite"), SchedulerMetrics(), "tok")
+    for s in (plain, own):
+        _ingest_days(s, 6)
+    base, booked = plain.refresh_profiles()["ns/svc"], own.refresh_profiles()["ns/svc"]
+    assert base.margin == 0.0 and booked.margin > 0.05
+    # the margin is the p90 excess of the last three days over their own forecasts
+    from gsched.scheduler.packing.forecast import daily_matrix
+    t, v = own.history.samples("ns/svc")
+    _, hist = daily_matrix(t, v)
+    fc = decayed_quantile()
+    expect = error_margin([fc.predict(hist[:k])[1] for k in (3, 4, 5)],
+                          [hist[k] for k in (3, 4, 5)], 0.9)
+    assert booked.margin == pytest.approx(expect)
+    np.testing.assert_allclose(booked.values,
+                               np.clip(np.array(base.values) * (1 + expect), 0.0, 1.0))
+
+
+def test_without_enough_history_the_quantile_is_booked_alone(tmp_path: Path) -> None:
+    own = IngestService(UsageHistory(tmp_path / "b.sqlite"), SchedulerMetrics(), "tok")
+    _ingest_days(own, 3)  # one training day + three held back would need four
+    assert own.refresh_profiles()["ns/svc"].margin == 0.0

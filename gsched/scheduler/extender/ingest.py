@@ -15,9 +15,10 @@ It keeps the scheduler's agent metrics current (`gsched_agent_reports_total`,
 `predict_nodes`, `gsched_node_predicted_utilization_ratio` from learned profiles.
 
 `refresh_profiles()` (every `profile_interval_s` once `start()`ed) learns every
-workload's daily profile from history with `profiles.learn_profiles`, sets
-`gsched_profile_last_update_timestamp_seconds` and hands the result to `on_profiles`
-(e.g. the extender's profile store).
+workload's daily profile from history with `profiles.learn_profiles`, books each at
+(1 + its own margin) once it has held-back days (`forecast.own_margin`, `margin_quantile`),
+sets `gsched_profile_last_update_timestamp_seconds` and hands the result to
+`on_profiles` (e.g. the extender's profile store).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from gsched.agents.model import Report
 from gsched.models import DAY_SECONDS, DEFAULT_SLOTS
 from gsched.scheduler.extender.history import UsageHistory
 from gsched.scheduler.extender.metrics import SchedulerMetrics
+from gsched.scheduler.packing.forecast import booking, own_margin
 from gsched.scheduler.packing.profiles import LearnedProfile, learn_profiles
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,8 @@ class IngestService:
                  on_profiles: Callable[[dict[str, LearnedProfile]], None] | None = None,
                  learn_kwargs: Mapping[str, object] | None = None,
                  clock: Callable[[], float] = time.time,
-                 on_report: Callable[[Report], object] | None = None) -> None:
+                 on_report: Callable[[Report], object] | None = None,
+                 margin_quantile: float | None = 0.9, margin_holdout_days: int = 3) -> None:
         self.history = history
         self.metrics = metrics
         self.token = token
@@ -92,6 +95,8 @@ class IngestService:
         self.predict_nodes = predict_nodes
         self.on_profiles = on_profiles
         self.learn_kwargs = dict(learn_kwargs or {})
+        self.margin_quantile = margin_quantile
+        self.margin_holdout_days = margin_holdout_days
         self.clock = clock
         #: called with every accepted report (the load guard, extender/guard.py)
         self.on_report = on_report
@@ -205,6 +210,8 @@ class IngestService:
         since = newest - self.window_days * DAY_SECONDS
         samples = self.history.all_samples(since=since)
         learned = learn_profiles(samples, now=now, slots=self.slots, **self.learn_kwargs)
+        if self.margin_quantile:
+            learned = self._with_margins(learned, samples)
         stamp = self.clock()
         for w in learned:
             self.metrics.profile_updated.labels(workload=w).set(stamp)
@@ -217,6 +224,28 @@ class IngestService:
             self.on_profiles(learned)
         log.info("learned %d profiles from %d workloads' history", len(learned), len(samples))
         return learned
+
+    def _with_margins(self, learned: dict[str, LearnedProfile],
+                      samples: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                      ) -> dict[str, LearnedProfile]:
+        """Each learned profile booked at (1 + its own margin), the margin measured on
+        its last `margin_holdout_days` days (`forecast.own_margin`); profiles with less
+        history keep the quantile alone. The booking is capped at the request (a whole
+        share): the live path does not raise a pod's request."""
+        cap = self.learn_kwargs.get("capacity", 1.0)
+        out = {}
+        for w, prof in learned.items():
+            t, v = samples.get(w, ((), ()))
+            c = cap.get(w, 1.0) if isinstance(cap, Mapping) else cap
+            m = (own_margin(np.asarray(t), np.clip(np.asarray(v) / c, 0.0, 1.0), self.slots,
+                            q=self.margin_quantile, holdout=self.margin_holdout_days)
+                 if prof.source == "learned" and len(t) else None)
+            if m:
+                prof = prof.model_copy(update={
+                    "values": [float(x) for x in booking(prof.array(), m, cap=1.0)],
+                    "margin": m})
+            out[w] = prof
+        return out
 
     def start(self) -> None:
         """Refresh profiles every `profile_interval_s` in a background thread."""

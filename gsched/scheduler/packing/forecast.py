@@ -188,6 +188,23 @@ def booking(quantile_row: np.ndarray, margin: float, cap: float = 1.0,
     return np.clip(out, 0.0, cap)
 
 
+def own_margin(t: np.ndarray, v: np.ndarray, slots: int = DEFAULT_SLOTS, q: float = 0.9,
+               holdout: int = 3, min_train: int = 1, forecaster: Forecaster | None = None,
+               kind: str = "relative") -> float | None:
+    """A workload's own margin from its raw history (timestamps, utilisation), as the
+    scoreboard measures it: each of the last `holdout` days is forecast from the days
+    before it (`forecaster`, default the decayed p95 the live profiles use) and the
+    margin is the `q` quantile of how far the day came above it (`error_margin`). None
+    while the history has fewer than `min_train + holdout` days."""
+    _, hist = daily_matrix(t, v, slots)
+    if len(hist) < min_train + holdout:
+        return None
+    fc = forecaster or decayed_quantile()
+    held = range(len(hist) - holdout, len(hist))
+    return error_margin([fc.predict(hist[:k])[1] for k in held], [hist[k] for k in held],
+                        q, kind)
+
+
 @dataclass(frozen=True)
 class DayScore:
     """One forecaster on one held-out day of one workload."""

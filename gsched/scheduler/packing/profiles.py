@@ -39,6 +39,8 @@ class LearnedProfile(BaseModel):
     coverage: float = Field(ge=0, le=1)
     confidence: float = Field(ge=0, le=1)
     source: Literal["learned", "fallback"] = "learned"
+    margin: float = Field(default=0.0, ge=0,
+                          description="own forecast margin (relative) already in `values`")
 
     def array(self) -> np.ndarray:
         return np.asarray(self.values, dtype=np.float64)
