@@ -3,7 +3,9 @@
 Utilisation and SLO risk depend on the time of day (profiles), so they are kept per
 slot: `util_by_slot[t]` is the cluster's summed GPU utilisation if slot t were now, and
 integrating from t0 to t1 weights each slot by how long the interval spends in it.
-Everything is updated incrementally when GPUs change, never recomputed cluster-wide.
+Everything is updated incrementally when GPUs change, never recomputed cluster-wide:
+a change's arithmetic is one compiled call before it and one after
+(`accounting_kernels`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ from __future__ import annotations
 import numpy as np
 
 from gsched.models import DAY_SECONDS
-from gsched.scheduler.policies.state import EPS, ClusterState
+from gsched.scheduler.policies.state import ClusterState
+from gsched.scheduler.policies.state_kernels import gpu_index
+from gsched.simulator.accounting_kernels import (
+    ALLOC_NOW,
+    COST_RATE,
+    OCCUPIED_NOW,
+    PEAK,
+    after_change,
+    contribution,
+)
 
 
 def slot_durations(t0: float, t1: float, slots: int) -> np.ndarray:
@@ -42,13 +53,15 @@ class Accounting:
         self.slots = state.slots
         self.slot_len = DAY_SECONDS / state.slots
         self.total_gpus = max(state.total_gpus, 1)
-        self.gpu_price = np.repeat(state.node_price[:, None], state.max_gpus, axis=1)
-        self._node_price: list[float] = state.node_price.astype(np.float64).tolist()
-        self.alloc_now = 0.0
-        self.occupied_now = 0
-        self.cost_rate = 0.0  # USD per second
+        self.node_price = state.node_price.astype(np.float64)
+        #: the running sums a change moves (`accounting_kernels`: ALLOC_NOW, OCCUPIED_NOW,
+        #: COST_RATE in USD per second, PEAK occupied), read through the properties below
+        self.sums = np.zeros(4)
         self.util_by_slot = np.zeros(self.slots)
         self.over_by_slot = np.zeros(self.slots)
+        # one change at a time: its GPUs' contribution before it, and after
+        self._before = (np.zeros(4), np.zeros(self.slots), np.zeros(self.slots))
+        self._after = (np.zeros(4), np.zeros(self.slots), np.zeros(self.slots))
         # integrals
         self.last_t: float | None = None
         self.alloc_s = 0.0
@@ -58,76 +71,47 @@ class Accounting:
         self.cost = 0.0
         self.slot_time = np.zeros(self.slots)
         self.slot_util = np.zeros(self.slots)
-        self.peak_occupied = 0
         self.timeline: list[tuple[float, float, float]] = []
         self._last_sample = -np.inf
-        self._zeros = np.zeros(self.slots)
 
-    def _contrib(self, n: int, gpus: list[int]) -> tuple | None:
-        """What GPUs `gpus` of node n add to the running sums; None when they are empty.
+    @property
+    def alloc_now(self) -> float:
+        """Allocated GPU share now (the sum over occupied GPUs)."""
+        return self.sums.item(ALLOC_NOW)
+
+    @property
+    def occupied_now(self) -> int:
+        return int(self.sums.item(OCCUPIED_NOW))
+
+    @property
+    def cost_rate(self) -> float:
+        """USD per second of the occupied GPUs."""
+        return self.sums.item(COST_RATE)
+
+    @property
+    def peak_occupied(self) -> int:
+        return int(self.sums.item(PEAK))
+
+    def before_change(self, n: int, gpus: list[int] | tuple[int, ...]) -> None:
+        """Note what GPUs `gpus` of node n add to the sums, before they change.
 
         An empty GPU adds exactly nothing (its free share, load and counts are reset to
-        exact zeros), so the common start on empty GPUs, or finish that empties them,
-        skips computing that side; `after_change` adds the other side as it is, which
-        is the same floating-point result as subtracting zeros.
-        """
-        st = self.state
-        if len(gpus) == 1:  # the common case, without fancy indexing
-            g = gpus[0]
-            # `.item` reads a Python scalar (no numpy scalar built and compared)
-            if not st.jobs_on_gpu.item(n, g):
-                return None
-            row = self.actual[n, g]
-            over = ((row > 1.0 + EPS).astype(np.float64) if st.inference_on_gpu.item(n, g)
-                    else self._zeros)
-            a = 1.0 - st.free.item(n, g)
-            return (0.0 if a < 0.0 else 1.0 if a > 1.0 else a, 1, self._node_price[n],
-                    np.minimum(row, 1.0), over)
-        occ = st.jobs_on_gpu[n, gpus] > 0
-        if not np.count_nonzero(occ):  # whole-GPU jobs start on, and leave, empty GPUs
-            return None
-        alloc = float(np.clip(1.0 - st.free[n, gpus], 0.0, 1.0).sum())
-        rows = self.actual[n, gpus, :]
-        util = np.minimum(rows, 1.0).sum(axis=0)
-        inf = (st.inference_on_gpu[n, gpus] > 0)[:, None]
-        over = ((rows > 1.0 + EPS) & inf).sum(axis=0)
-        return alloc, int(occ.sum()), float(self.gpu_price[n, gpus][occ].sum()), util, over
+        exact zeros), so a side where every GPU is empty is skipped; `after_change` then
+        adds the other side as it is, the same floating-point result as subtracting
+        zeros. One change at a time: `after_change` must follow before the next."""
+        if gpus:
+            st = self.state
+            side, util, over = self._before
+            contribution(st.free, st.jobs_on_gpu, st.inference_on_gpu, self.actual,
+                         self.node_price, n, gpu_index(gpus), side, util, over)
 
-    def before_change(self, n: int, gpus: list[int]) -> tuple | None:
-        return self._contrib(n, gpus) if gpus else ()
-
-    def after_change(self, n: int, gpus: list[int], before: tuple | None) -> None:
-        if not gpus:
-            return
-        after = self._contrib(n, gpus)
-        if before is None:  # started on an empty GPU: the sums gain `after` as it is
-            if after is None:
-                return
-            a1, o1, p1, u1, r1 = after
-            self.alloc_now += a1
-            self.occupied_now += o1
-            self.cost_rate += p1 / 3600.0
-            self.util_by_slot += u1
-            if r1 is not self._zeros:
-                self.over_by_slot += r1
-        elif after is None:  # emptied the GPU: the sums lose `before` as it was
-            a0, o0, p0, u0, r0 = before
-            self.alloc_now += 0.0 - a0
-            self.occupied_now -= o0
-            self.cost_rate += (0.0 - p0) / 3600.0
-            self.util_by_slot -= u0
-            if r0 is not self._zeros:
-                self.over_by_slot -= r0
-        else:
-            a1, o1, p1, u1, r1 = after
-            a0, o0, p0, u0, r0 = before
-            self.alloc_now += a1 - a0
-            self.occupied_now += o1 - o0
-            self.cost_rate += (p1 - p0) / 3600.0
-            self.util_by_slot += u1 - u0
-            if r1 is not self._zeros or r0 is not self._zeros:  # no inference: no change
-                self.over_by_slot += r1 - r0
-        self.peak_occupied = max(self.peak_occupied, self.occupied_now)
+    def after_change(self, n: int, gpus: list[int] | tuple[int, ...], before: None) -> None:
+        """Move the sums by what the GPUs add now less what they added before."""
+        if gpus:
+            st = self.state
+            after_change(st.free, st.jobs_on_gpu, st.inference_on_gpu, self.actual,
+                         self.node_price, n, gpu_index(gpus), self.sums, self.util_by_slot,
+                         self.over_by_slot, *self._before, *self._after)
 
     def advance(self, t: float) -> None:
         """Integrate every figure from the last call up to `t`."""

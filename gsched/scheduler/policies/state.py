@@ -20,6 +20,7 @@ from enum import IntEnum
 import numpy as np
 
 from gsched.models import DAY_SECONDS, DEFAULT_SLOTS, Cluster, Job
+from gsched.scheduler.policies.state_kernels import book, gpu_index, unbook
 
 EPS = 1e-9
 
@@ -101,8 +102,6 @@ class ClusterState:
         self.gpu_count = np.array([nd.gpu_count for nd in nodes], dtype=np.int64)
         self.gpu_counts: list[int] = self.gpu_count.tolist()
         self.gpu_valid = np.arange(self.max_gpus)[None, :] < self.gpu_count[:, None]
-        #: nodes with no padding GPUs (every GPU column is real)
-        self._full_row: list[bool] = (self.gpu_count == self.max_gpus).tolist()
         self.gpu_mem_total = np.array([nd.gpu_memory_mib for nd in nodes], dtype=np.float64)
         self.cpu_total = np.array([nd.cpu_milli for nd in nodes], dtype=np.float64)
         self.mem_total = np.array([nd.memory_mib for nd in nodes], dtype=np.float64)
@@ -136,7 +135,7 @@ class ClusterState:
         self.forecast_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
         self.running: dict[str, Running] = {}
         # -- per-node aggregates, refreshed from the node's row whenever it changes -------
-        # (`_refresh_node`; recomputed by the same expression as over the whole grid, so
+        # (`state_kernels.refresh_node`; the same sum as `sum(axis=1)` over the grid, so
         # they equal a from-scratch computation bit for bit, never a running float sum)
         #: reserved share per node: what `node_gpu_alloc` returns, without the grid scan.
         self.node_alloc = np.zeros(n, dtype=np.float64)
@@ -284,75 +283,62 @@ class ClusterState:
 
     # --------------------------------------------------------------- mutations
     def allocate(self, job: Job, placement: Placement, load: np.ndarray | None = None) -> None:
-        """Book `placement` for `job`. `load` is its per-GPU daily load (defaults to profile)."""
+        """Book `placement` for `job`. `load` is its per-GPU daily load (defaults to profile).
+
+        The GPU arrays and the node's aggregates change in one compiled call
+        (`state_kernels.book`: the same arithmetic as numpy's, bit for bit)."""
         if job.id in self.running:
             raise ValueError(f"job {job.id} is already placed")
         if load is None:
             load = job.load_profile(self.slots) if job.num_gpu else np.zeros(self.slots)
         n, gpus = placement.node, placement.gpus
         if gpus:
-            # One GPU (most jobs): a plain index updates views in place, no fancy indexing.
-            g = gpus[0] if len(gpus) == 1 else list(gpus)
-            self.free[n, g] -= placement.reserved
-            if job.gpu_mem_mib:  # (subtracting 0 changes nothing: skipped, like below)
-                self.gpu_mem_free[n, g] -= job.gpu_mem_mib
-            self.load[n, g] += load
-            if job.preemptible:
-                self.preemptible_load[n, g] += load
-                self.preemptible_reserved[n, g] += placement.reserved
-            self.jobs_on_gpu[n, g] += 1
-            if job.kind == "inference":
-                self.inference_on_gpu[n, g] += 1
-                if job.profile is not None:
-                    self.forecast_on_gpu[n, g] += 1
+            load = self._checked_load(load)
+            book(self.free, self.gpu_mem_free, self.load, self.preemptible_load,
+                 self.preemptible_reserved, self.jobs_on_gpu, self.inference_on_gpu,
+                 self.forecast_on_gpu, self.gpu_valid, self.node_alloc, self.kth_free,
+                 self.node_version, n, gpu_index(gpus), float(placement.reserved),
+                 float(job.gpu_mem_mib), load, job.preemptible, job.kind == "inference",
+                 job.profile is not None)
+        else:
+            self.node_version[n] += 1
         if job.cpu_milli:
             self.cpu_free[n] -= job.cpu_milli
         if job.memory_mib:
             self.mem_free[n] -= job.memory_mib
-        if gpus:
-            self._refresh_node(n)
-        self.node_version[n] += 1
         self.running[job.id] = Running(job, placement, load)
         self.node_jobs[n][job.id] = None
 
     def release(self, job_id: str) -> Running:
-        """Undo a placement; returns what was released."""
+        """Undo a placement; returns what was released (`state_kernels.unbook`)."""
         r = self.running.pop(job_id)
         n, gpus = r.placement.node, r.placement.gpus
         del self.node_jobs[n][job_id]
+        job = r.job
         if gpus:
-            g = gpus[0] if len(gpus) == 1 else list(gpus)
-            # GPUs this job was alone on are snapped back to exactly empty (no float dust
-            # from += / -=): the reset overwrites what the arithmetic would have made.
-            last = (self.jobs_on_gpu.item(n, g) == 1 if len(gpus) == 1
-                    else bool((self.jobs_on_gpu[n, g] == 1).all()))
-            if not last:
-                self.free[n, g] += r.placement.reserved
-                if r.job.gpu_mem_mib:
-                    self.gpu_mem_free[n, g] += r.job.gpu_mem_mib
-                self.load[n, g] -= r.load
-                if r.job.preemptible:
-                    self.preemptible_load[n, g] -= r.load
-                    self.preemptible_reserved[n, g] -= r.placement.reserved
-            self.jobs_on_gpu[n, g] -= 1
-            if r.job.kind == "inference":
-                self.inference_on_gpu[n, g] -= 1
-                if r.job.profile is not None:
-                    self.forecast_on_gpu[n, g] -= 1
-            if last:
-                self._reset_gpus(n, g)
-            elif len(gpus) > 1:  # some of its GPUs are empty now, some still shared
-                empty = np.array(gpus)[self.jobs_on_gpu[n, g] == 0]
-                if len(empty):
-                    self._reset_gpus(n, empty)
-        if r.job.cpu_milli:
-            self.cpu_free[n] += r.job.cpu_milli
-        if r.job.memory_mib:
-            self.mem_free[n] += r.job.memory_mib
-        if gpus:
-            self._refresh_node(n)
-        self.node_version[n] += 1
+            unbook(self.free, self.gpu_mem_free, self.load, self.preemptible_load,
+                   self.preemptible_reserved, self.jobs_on_gpu, self.inference_on_gpu,
+                   self.forecast_on_gpu, self.gpu_valid, self.node_alloc, self.kth_free,
+                   self.node_version, self.gpu_mem_total, n, gpu_index(gpus),
+                   float(r.placement.reserved), float(job.gpu_mem_mib), r.load,
+                   job.preemptible, job.kind == "inference", job.profile is not None)
+        else:
+            self.node_version[n] += 1
+        if job.cpu_milli:
+            self.cpu_free[n] += job.cpu_milli
+        if job.memory_mib:
+            self.mem_free[n] += job.memory_mib
         return r
+
+    def _checked_load(self, load: np.ndarray) -> np.ndarray:
+        """The compiled kernels index without bounds checks: a profile must be an array
+        of one value per slot."""
+        if type(load) is not np.ndarray:
+            load = np.asarray(load, dtype=np.float64)
+        if load.shape != (self.slots,):
+            raise ValueError(f"a job's load must have {self.slots} slots, got shape "
+                             f"{load.shape}")
+        return load
 
     def node_key(self, n: int) -> bytes:
         """Node n's request view as bytes (free shares with padding, GPU memory, CPU,
@@ -366,22 +352,3 @@ class ClusterState:
                         self.cpu_free[n:n + 1].tobytes(), self.mem_free[n:n + 1].tobytes()))
         self._keys[n] = (version, key)
         return key
-
-    def _refresh_node(self, n: int) -> None:
-        """Recompute node n's aggregates from its row (after its GPUs changed)."""
-        row = self.free[n]
-        # the 1-D sum of a row adds in the same order as `sum(axis=1)` over the grid
-        # (`np.add.reduce` is what `ndarray.sum` calls, without its Python wrapper)
-        used = 1.0 - row if self._full_row[n] else np.where(self.gpu_valid[n], 1.0 - row, 0.0)
-        self.node_alloc[n] = np.add.reduce(used)
-        ordered = row.copy()  # what `np.sort` does, without its Python wrapper
-        ordered.sort()
-        self.kth_free[:, n] = ordered[::-1]
-
-    def _reset_gpus(self, n: int, idx: int | np.ndarray) -> None:
-        """Snap emptied GPUs back to exactly empty (no float dust from += / -=)."""
-        self.free[n, idx] = 1.0
-        self.gpu_mem_free[n, idx] = self.gpu_mem_total[n]
-        self.load[n, idx] = 0.0
-        self.preemptible_load[n, idx] = 0.0
-        self.preemptible_reserved[n, idx] = 0.0

@@ -1,0 +1,121 @@
+"""The accounting's per-change arithmetic, compiled: one call before a change, one after.
+
+What GPUs add to the running sums (`Accounting`): allocated share, occupied GPUs, cost
+rate, utilisation and overload per slot. Computing that with numpy took a dozen calls
+on arrays of 1 to 96 values per side of every start and finish; here it is one call
+each. Every float comes from the same IEEE operations in the same order as the numpy
+expressions it replaces, so the figures are bit for bit what they were
+(`tests/simulator/test_accounting_kernels.py` compares with those expressions):
+
+- one GPU: allocated share `min(max(1 - free, 0), 1)`, its node's price, the row
+  `minimum(actual, 1)`, overload `actual > 1 + EPS` where it serves inference;
+- several GPUs: the allocated shares and the occupied GPUs' prices summed as numpy's
+  `sum` sums (`row_sum`, pairwise), the rows added one after another in placement
+  order (numpy's `sum(axis=0)`), the overloads counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from gsched.scheduler.policies.state import EPS
+from gsched.scheduler.policies.state_kernels import row_sum
+
+#: `side[...]` slots: allocated share, occupied GPUs, price per hour, present (0/1)
+ALLOC, OCCUPIED, PRICE, PRESENT = 0, 1, 2, 3
+#: `sums[...]` slots: allocated share, occupied GPUs, cost rate (USD/s), peak occupied
+ALLOC_NOW, OCCUPIED_NOW, COST_RATE, PEAK = 0, 1, 2, 3
+
+
+@njit(cache=True)
+def contribution(free, jobs, inference, actual, node_price, n, gpus, side, util, over
+                 ):  # pragma: no cover - compiled
+    """What GPUs `gpus` of node n add to the sums, into `side`, `util` and `over`;
+    `side[PRESENT]` is 0 when they are all empty (they then add exactly nothing)."""
+    k = gpus.shape[0]
+    slots = util.shape[0]
+    occupied = 0
+    for g in gpus:
+        if jobs[n, g] > 0:
+            occupied += 1
+    if occupied == 0:
+        side[PRESENT] = 0.0
+        return
+    side[PRESENT] = 1.0
+    side[OCCUPIED] = occupied
+    if k == 1:
+        g = gpus[0]
+        a = 1.0 - free[n, g]
+        side[ALLOC] = 0.0 if a < 0.0 else 1.0 if a > 1.0 else a
+        side[PRICE] = node_price[n]
+        serves = inference[n, g] > 0
+        for t in range(slots):
+            x = actual[n, g, t]
+            util[t] = x if x < 1.0 else 1.0
+            over[t] = 1.0 if serves and x > 1.0 + EPS else 0.0
+        return
+    shares = np.empty(k)
+    prices = np.empty(occupied)
+    j = 0
+    for i in range(k):
+        g = gpus[i]
+        a = 1.0 - free[n, g]
+        shares[i] = 0.0 if a < 0.0 else 1.0 if a > 1.0 else a
+        if jobs[n, g] > 0:
+            prices[j] = node_price[n]
+            j += 1
+    side[ALLOC] = row_sum(shares)
+    side[PRICE] = row_sum(prices)
+    for t in range(slots):
+        util[t] = 0.0
+        over[t] = 0.0
+    for g in gpus:
+        serves = inference[n, g] > 0
+        for t in range(slots):
+            x = actual[n, g, t]
+            util[t] += x if x < 1.0 else 1.0
+            if serves and x > 1.0 + EPS:
+                over[t] += 1.0
+
+
+@njit(cache=True)
+def apply_change(sums, util_by_slot, over_by_slot, before, u0, r0, after, u1, r1
+                 ):  # pragma: no cover - compiled
+    """Move the running sums from `before` to `after` (one side may be absent), with the
+    operations `Accounting.after_change` always used: `x += a1 - a0`, or `x += a1` /
+    `x += 0.0 - a0` (`x -= u0` for vectors) when the GPUs were or became empty."""
+    slots = util_by_slot.shape[0]
+    if before[PRESENT] == 0.0:
+        if after[PRESENT] == 0.0:
+            return
+        sums[ALLOC_NOW] += after[ALLOC]
+        sums[OCCUPIED_NOW] += after[OCCUPIED]
+        sums[COST_RATE] += after[PRICE] / 3600.0
+        for t in range(slots):
+            util_by_slot[t] += u1[t]
+            over_by_slot[t] += r1[t]
+    elif after[PRESENT] == 0.0:
+        sums[ALLOC_NOW] += 0.0 - before[ALLOC]
+        sums[OCCUPIED_NOW] -= before[OCCUPIED]
+        sums[COST_RATE] += (0.0 - before[PRICE]) / 3600.0
+        for t in range(slots):
+            util_by_slot[t] -= u0[t]
+            over_by_slot[t] -= r0[t]
+    else:
+        sums[ALLOC_NOW] += after[ALLOC] - before[ALLOC]
+        sums[OCCUPIED_NOW] += after[OCCUPIED] - before[OCCUPIED]
+        sums[COST_RATE] += (after[PRICE] - before[PRICE]) / 3600.0
+        for t in range(slots):
+            util_by_slot[t] += u1[t] - u0[t]
+            over_by_slot[t] += r1[t] - r0[t]
+    if sums[OCCUPIED_NOW] > sums[PEAK]:
+        sums[PEAK] = sums[OCCUPIED_NOW]
+
+
+@njit(cache=True)
+def after_change(free, jobs, inference, actual, node_price, n, gpus, sums, util_by_slot,
+                 over_by_slot, before, u0, r0, after, u1, r1):  # pragma: no cover - compiled
+    """`contribution` of the GPUs as they are now, then `apply_change`: one call."""
+    contribution(free, jobs, inference, actual, node_price, n, gpus, after, u1, r1)
+    apply_change(sums, util_by_slot, over_by_slot, before, u0, r0, after, u1, r1)
