@@ -17,11 +17,17 @@ from gsched.scheduler.policies.state import ClusterState
 from gsched.scheduler.policies.state_kernels import gpu_index
 from gsched.simulator.accounting_kernels import (
     ALLOC_NOW,
+    ALLOC_S,
+    COST,
     COST_RATE,
     OCCUPIED_NOW,
+    OCCUPIED_S,
     PEAK,
+    RISK_S,
+    UTIL_S,
     after_change,
     contribution,
+    integrate,
 )
 
 
@@ -62,13 +68,10 @@ class Accounting:
         # one change at a time: its GPUs' contribution before it, and after
         self._before = (np.zeros(4), np.zeros(self.slots), np.zeros(self.slots))
         self._after = (np.zeros(4), np.zeros(self.slots), np.zeros(self.slots))
-        # integrals
+        #: the integrals (`accounting_kernels`: ALLOC_S, UTIL_S, OCCUPIED_S, RISK_S, COST),
+        #: read through the properties below
+        self.totals = np.zeros(5)
         self.last_t: float | None = None
-        self.alloc_s = 0.0
-        self.util_s = 0.0
-        self.occupied_s = 0.0
-        self.risk_s = 0.0
-        self.cost = 0.0
         self.slot_time = np.zeros(self.slots)
         self.slot_util = np.zeros(self.slots)
         self.timeline: list[tuple[float, float, float]] = []
@@ -91,6 +94,26 @@ class Accounting:
     @property
     def peak_occupied(self) -> int:
         return int(self.sums.item(PEAK))
+
+    @property
+    def alloc_s(self) -> float:
+        return self.totals.item(ALLOC_S)
+
+    @property
+    def util_s(self) -> float:
+        return self.totals.item(UTIL_S)
+
+    @property
+    def occupied_s(self) -> float:
+        return self.totals.item(OCCUPIED_S)
+
+    @property
+    def risk_s(self) -> float:
+        return self.totals.item(RISK_S)
+
+    @property
+    def cost(self) -> float:
+        return self.totals.item(COST)
 
     def before_change(self, n: int, gpus: list[int] | tuple[int, ...]) -> None:
         """Note what GPUs `gpus` of node n add to the sums, before they change.
@@ -123,22 +146,18 @@ class Accounting:
         if dt <= 0:
             return
         s0 = int((t0 % DAY_SECONDS) // self.slot_len)
-        if dt <= (s0 + 1) * self.slot_len - (t0 % DAY_SECONDS):
-            self.util_s += dt * self.util_by_slot[s0]
-            self.risk_s += dt * self.over_by_slot[s0]
-            self.slot_time[s0] += dt
-            self.slot_util[s0] += dt * self.util_by_slot[s0]
-        else:
+        within = dt <= (s0 + 1) * self.slot_len - (t0 % DAY_SECONDS)
+        if not within:
             dur = slot_durations(t0, t, self.slots)
-            self.util_s += float(dur @ self.util_by_slot)
-            self.risk_s += float(dur @ self.over_by_slot)
+            self.totals[UTIL_S] += float(dur @ self.util_by_slot)
+            self.totals[RISK_S] += float(dur @ self.over_by_slot)
             self.slot_time += dur
             self.slot_util += dur * self.util_by_slot
-        self.alloc_s += dt * self.alloc_now
-        self.occupied_s += dt * self.occupied_now
-        self.cost += dt * self.cost_rate
+        integrate(self.totals, self.sums, self.util_by_slot, self.over_by_slot,
+                  self.slot_time, self.slot_util, s0, dt, within)
         self.last_t = t
-        self._sample(t0, t)
+        if t - self._last_sample >= self.slot_len:
+            self._sample(t0, t)
 
     def _sample(self, t0: float, t1: float) -> None:
         """Timeline points for the plot: at most one per slot, at slot boundaries too.

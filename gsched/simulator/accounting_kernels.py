@@ -26,6 +26,9 @@ from gsched.scheduler.policies.state_kernels import row_sum
 ALLOC, OCCUPIED, PRICE, PRESENT = 0, 1, 2, 3
 #: `sums[...]` slots: allocated share, occupied GPUs, cost rate (USD/s), peak occupied
 ALLOC_NOW, OCCUPIED_NOW, COST_RATE, PEAK = 0, 1, 2, 3
+#: `totals[...]` slots, the integrals over time: GPU-seconds allocated, utilised, occupied,
+#: overloaded (inference SLO risk), and USD
+ALLOC_S, UTIL_S, OCCUPIED_S, RISK_S, COST = 0, 1, 2, 3, 4
 
 
 @njit(cache=True)
@@ -119,3 +122,19 @@ def after_change(free, jobs, inference, actual, node_price, n, gpus, sums, util_
     """`contribution` of the GPUs as they are now, then `apply_change`: one call."""
     contribution(free, jobs, inference, actual, node_price, n, gpus, after, u1, r1)
     apply_change(sums, util_by_slot, over_by_slot, before, u0, r0, after, u1, r1)
+
+
+@njit(cache=True)
+def integrate(totals, sums, util_by_slot, over_by_slot, slot_time, slot_util, s0, dt,
+              within):  # pragma: no cover - compiled
+    """Integrate the figures over `dt` seconds; the per-slot ones too when the interval
+    lies `within` slot s0 (`Accounting.advance` handles an interval crossing slots)."""
+    if within:
+        u = util_by_slot[s0]
+        totals[UTIL_S] += dt * u
+        totals[RISK_S] += dt * over_by_slot[s0]
+        slot_time[s0] += dt
+        slot_util[s0] += dt * u
+    totals[ALLOC_S] += dt * sums[ALLOC_NOW]
+    totals[OCCUPIED_S] += dt * sums[OCCUPIED_NOW]
+    totals[COST] += dt * sums[COST_RATE]
