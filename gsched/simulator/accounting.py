@@ -10,6 +10,8 @@ a change's arithmetic is one compiled call before it and one after
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from gsched.models import DAY_SECONDS
@@ -115,22 +117,22 @@ class Accounting:
     def cost(self) -> float:
         return self.totals.item(COST)
 
-    def before_change(self, n: int, gpus: list[int] | tuple[int, ...]) -> None:
+    def before_change(self, n: int, gpus: Sequence[int] | np.ndarray) -> None:
         """Note what GPUs `gpus` of node n add to the sums, before they change.
 
         An empty GPU adds exactly nothing (its free share, load and counts are reset to
         exact zeros), so a side where every GPU is empty is skipped; `after_change` then
         adds the other side as it is, the same floating-point result as subtracting
         zeros. One change at a time: `after_change` must follow before the next."""
-        if gpus:
+        if len(gpus):
             st = self.state
             side, util, over = self._before
             contribution(st.free, st.jobs_on_gpu, st.inference_on_gpu, self.actual,
                          self.node_price, n, gpu_index(gpus), side, util, over)
 
-    def after_change(self, n: int, gpus: list[int] | tuple[int, ...], before: None) -> None:
+    def after_change(self, n: int, gpus: Sequence[int] | np.ndarray, before: None) -> None:
         """Move the sums by what the GPUs add now less what they added before."""
-        if gpus:
+        if len(gpus):
             st = self.state
             after_change(st.free, st.jobs_on_gpu, st.inference_on_gpu, self.actual,
                          self.node_price, n, gpu_index(gpus), self.sums, self.util_by_slot,

@@ -28,6 +28,7 @@ from gsched.models import DAY_SECONDS, Cluster, Job, Trace
 from gsched.scheduler.policies.policy import Policy, place
 from gsched.scheduler.policies.preemption import find_victims
 from gsched.scheduler.policies.state import ClusterState, Placement
+from gsched.scheduler.policies.state_kernels import gpu_index
 from gsched.simulator.accounting import Accounting
 from gsched.simulator.colocation import BUILTIN, ColocationModel
 from gsched.simulator.gc_pause import collector_paused
@@ -130,7 +131,8 @@ class Simulation:
     def _start(self, run: _Run, placement: Placement) -> None:
         job, st = run.job, self.state
         n, gpus = placement.node, list(placement.gpus)
-        before = self.acct.before_change(n, gpus)
+        idx = gpu_index(placement.gpus)  # (the kernels' form, built once per change)
+        before = self.acct.before_change(n, idx)
         predicted = self._predicted(job)
         st.allocate(job, placement, predicted)
         if self.config.record_placements:
@@ -139,7 +141,7 @@ class Simulation:
         if self.actual is not st.load:
             run.actual = self.config.deviation.actual_load(job, predicted)
             self.actual[n, gpus, :] += run.actual
-        self.acct.after_change(n, gpus, before)
+        self.acct.after_change(n, idx, before)
         if run.first_start is None:
             run.first_start = self.now
             self.queue_delays.append(self.now - job.submit_time)
@@ -172,7 +174,8 @@ class Simulation:
         job, st = run.job, self.state
         r = st.running[job.id]
         n, gpus = r.placement.node, list(r.placement.gpus)
-        before = self.acct.before_change(n, gpus)
+        idx = gpu_index(r.placement.gpus)
+        before = self.acct.before_change(n, idx)
         st.release(job.id)
         if self.config.record_placements:
             self.placements.append((self.now, "stop", job.id, st.node_names[n],
@@ -183,7 +186,7 @@ class Simulation:
             empty = st.jobs_on_gpu[n, gpus] == 0
             if empty.any():
                 self.actual[n, np.array(gpus)[empty], :] = 0.0
-        self.acct.after_change(n, gpus, before)
+        self.acct.after_change(n, idx, before)
         for g in gpus:
             self.on_gpu[(n, g)].pop(job.id, None)
         self._progress(run)
@@ -240,38 +243,43 @@ class Simulation:
         Jobs in one group fit the same places, so after one fails the rest of its group
         is skipped: a pass costs O(groups + placements), not O(queue).
         """
-        keys = list(self.groups) if full else [k for k in self.dirty_groups if k in self.groups]
+        groups, heappop = self.groups, heapq.heappop
+        keys = list(groups) if full else [k for k in self.dirty_groups if k in groups]
         self.dirty_groups.clear()
+        live = []
         for key in keys:  # drop stale heads so groups are ordered by live jobs
-            heap = self.groups[key]
+            heap = groups[key]
             while heap and not heap[0][2].waiting:
-                heapq.heappop(heap)
-            if not heap:
-                del self.groups[key]
-        keys = [k for k in keys if k in self.groups]
-        keys.sort(key=lambda k: self.groups[k][0][:2])
+                heappop(heap)
+            if heap:
+                live.append(key)
+            else:
+                del groups[key]
+        if len(live) > 1:
+            live.sort(key=lambda k: groups[k][0][:2])
         placed_any = False
-        for key in keys:
-            heap = self.groups[key]
+        may_fit, policy, state = self.retry.may_fit, self.policy, self.state
+        for key in live:
+            heap = groups[key]
             while heap:
                 run = heap[0][2]
                 if not run.waiting:  # started by preemption since it was queued
-                    heapq.heappop(heap)
+                    heappop(heap)
                     continue
-                if not self.retry.may_fit(key, run.job):
+                if not may_fit(key, run.job):
                     break
-                self.state.now = self.now
-                decision = place(self.policy, self.state, run.job, explain=False)
-                if not isinstance(decision, Placement):
+                state.now = self.now
+                decision = place(policy, state, run.job, explain=False)
+                if type(decision) is not Placement:
                     self.retry.note_miss(key)
                     break
                 self.retry.note_fit(key)
-                heapq.heappop(heap)
+                heappop(heap)
                 self._dequeue(run)
                 self._start(run, decision)
                 placed_any = True
             if not heap:
-                del self.groups[key]
+                del groups[key]
         return placed_any
 
     def _try_preempt(self, run: _Run) -> bool:

@@ -28,10 +28,13 @@ _BLOCK = 128
 _INDEX: dict[tuple[int, ...], np.ndarray] = {}
 
 
-def gpu_index(gpus: tuple[int, ...] | list[int]) -> np.ndarray:
+def gpu_index(gpus: tuple[int, ...] | list[int] | np.ndarray) -> np.ndarray:
     """GPU indices as the int64 array the kernels take (one compiled version for any
-    number of GPUs), kept per tuple: a replay uses the same few hundred over and over."""
-    key = gpus if type(gpus) is tuple else tuple(gpus)
+    number of GPUs), kept per tuple: a replay uses the same few hundred over and over.
+    An int64 array is taken as it is."""
+    if type(gpus) is np.ndarray and gpus.dtype == np.int64:
+        return gpus
+    key = gpus if type(gpus) is tuple else tuple(int(g) for g in gpus)
     index = _INDEX.get(key)
     if index is None:
         index = np.array(key, dtype=np.int64)
