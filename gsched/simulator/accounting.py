@@ -24,8 +24,10 @@ from gsched.simulator.accounting_kernels import (
     COST_RATE,
     OCCUPIED_NOW,
     OCCUPIED_S,
+    OVER,
     PEAK,
     RISK_S,
+    UTIL,
     UTIL_S,
     after_change,
     contribution,
@@ -65,17 +67,20 @@ class Accounting:
         #: the running sums a change moves (`accounting_kernels`: ALLOC_NOW, OCCUPIED_NOW,
         #: COST_RATE in USD per second, PEAK occupied), read through the properties below
         self.sums = np.zeros(4)
-        self.util_by_slot = np.zeros(self.slots)
-        self.over_by_slot = np.zeros(self.slots)
-        # one change at a time: its GPUs' contribution before it, and after
-        self._before = (np.zeros(4), np.zeros(self.slots), np.zeros(self.slots))
-        self._after = (np.zeros(4), np.zeros(self.slots), np.zeros(self.slots))
+        #: per slot, the cluster's utilisation and overload if that slot were now
+        self.by_slot = np.zeros((2, self.slots))
+        self.util_by_slot, self.over_by_slot = self.by_slot[UTIL], self.by_slot[OVER]
+        # one change at a time: its GPUs' contribution before it (0) and after (1)
+        self._sides = np.zeros((2, 4))
+        self._vecs = np.zeros((2, 2, self.slots))
+        self._side0, self._vecs0 = self._sides[0], self._vecs[0]
         #: the integrals (`accounting_kernels`: ALLOC_S, UTIL_S, OCCUPIED_S, RISK_S, COST),
         #: read through the properties below
         self.totals = np.zeros(5)
         self.last_t: float | None = None
-        self.slot_time = np.zeros(self.slots)
-        self.slot_util = np.zeros(self.slots)
+        #: per slot: seconds spent in it, and utilisation integrated over them
+        self.slot_sums = np.zeros((2, self.slots))
+        self.slot_time, self.slot_util = self.slot_sums[0], self.slot_sums[1]
         self.timeline: list[tuple[float, float, float]] = []
         self._last_sample = -np.inf
 
@@ -126,17 +131,15 @@ class Accounting:
         zeros. One change at a time: `after_change` must follow before the next."""
         if len(gpus):
             st = self.state
-            side, util, over = self._before
-            contribution(st.free, st.jobs_on_gpu, st.inference_on_gpu, self.actual,
-                         self.node_price, n, gpu_index(gpus), side, util, over)
+            contribution(st._gpu_f, st._gpu_i, self.actual, self.node_price, n,
+                         gpu_index(gpus), self._side0, self._vecs0)
 
     def after_change(self, n: int, gpus: Sequence[int] | np.ndarray, before: None) -> None:
         """Move the sums by what the GPUs add now less what they added before."""
         if len(gpus):
             st = self.state
-            after_change(st.free, st.jobs_on_gpu, st.inference_on_gpu, self.actual,
-                         self.node_price, n, gpu_index(gpus), self.sums, self.util_by_slot,
-                         self.over_by_slot, *self._before, *self._after)
+            after_change(st._gpu_f, st._gpu_i, self.actual, self.node_price, n,
+                         gpu_index(gpus), self.sums, self.by_slot, self._sides, self._vecs)
 
     def advance(self, t: float) -> None:
         """Integrate every figure from the last call up to `t`."""
@@ -155,8 +158,7 @@ class Accounting:
             self.totals[RISK_S] += float(dur @ self.over_by_slot)
             self.slot_time += dur
             self.slot_util += dur * self.util_by_slot
-        integrate(self.totals, self.sums, self.util_by_slot, self.over_by_slot,
-                  self.slot_time, self.slot_util, s0, dt, within)
+        integrate(self.totals, self.sums, self.by_slot, self.slot_sums, s0, dt, within)
         self.last_t = t
         if t - self._last_sample >= self.slot_len:
             self._sample(t0, t)

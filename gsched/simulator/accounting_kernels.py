@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from gsched.scheduler.policies.state import EPS
-from gsched.scheduler.policies.state_kernels import row_sum
+from gsched.scheduler.policies.state_kernels import FREE, INFERENCE, JOBS, row_sum
 
 #: `side[...]` slots: allocated share, occupied GPUs, price per hour, present (0/1)
 ALLOC, OCCUPIED, PRICE, PRESENT = 0, 1, 2, 3
@@ -31,16 +31,21 @@ ALLOC_NOW, OCCUPIED_NOW, COST_RATE, PEAK = 0, 1, 2, 3
 ALLOC_S, UTIL_S, OCCUPIED_S, RISK_S, COST = 0, 1, 2, 3, 4
 
 
+# `Accounting.by_slot[...]` rows: utilisation and overload per slot; a side's `vecs` rows
+UTIL, OVER = 0, 1
+
+
 @njit(cache=True)
-def contribution(free, jobs, inference, actual, node_price, n, gpus, side, util, over
+def contribution(gpu_f, gpu_i, actual, node_price, n, gpus, side, vecs
                  ):  # pragma: no cover - compiled
-    """What GPUs `gpus` of node n add to the sums, into `side`, `util` and `over`;
-    `side[PRESENT]` is 0 when they are all empty (they then add exactly nothing)."""
+    """What GPUs `gpus` of node n add to the sums, into `side` (ALLOC, OCCUPIED, PRICE,
+    PRESENT) and `vecs` (UTIL and OVER per slot); `side[PRESENT]` is 0 when they are all
+    empty (they then add exactly nothing)."""
     k = gpus.shape[0]
-    slots = util.shape[0]
+    slots = vecs.shape[1]
     occupied = 0
     for g in gpus:
-        if jobs[n, g] > 0:
+        if gpu_i[JOBS, n, g] > 0:
             occupied += 1
     if occupied == 0:
         side[PRESENT] = 0.0
@@ -49,46 +54,45 @@ def contribution(free, jobs, inference, actual, node_price, n, gpus, side, util,
     side[OCCUPIED] = occupied
     if k == 1:
         g = gpus[0]
-        a = 1.0 - free[n, g]
+        a = 1.0 - gpu_f[FREE, n, g]
         side[ALLOC] = 0.0 if a < 0.0 else 1.0 if a > 1.0 else a
         side[PRICE] = node_price[n]
-        serves = inference[n, g] > 0
+        serves = gpu_i[INFERENCE, n, g] > 0
         for t in range(slots):
             x = actual[n, g, t]
-            util[t] = x if x < 1.0 else 1.0
-            over[t] = 1.0 if serves and x > 1.0 + EPS else 0.0
+            vecs[UTIL, t] = x if x < 1.0 else 1.0
+            vecs[OVER, t] = 1.0 if serves and x > 1.0 + EPS else 0.0
         return
     shares = np.empty(k)
     prices = np.empty(occupied)
     j = 0
     for i in range(k):
         g = gpus[i]
-        a = 1.0 - free[n, g]
+        a = 1.0 - gpu_f[FREE, n, g]
         shares[i] = 0.0 if a < 0.0 else 1.0 if a > 1.0 else a
-        if jobs[n, g] > 0:
+        if gpu_i[JOBS, n, g] > 0:
             prices[j] = node_price[n]
             j += 1
     side[ALLOC] = row_sum(shares)
     side[PRICE] = row_sum(prices)
     for t in range(slots):
-        util[t] = 0.0
-        over[t] = 0.0
+        vecs[UTIL, t] = 0.0
+        vecs[OVER, t] = 0.0
     for g in gpus:
-        serves = inference[n, g] > 0
+        serves = gpu_i[INFERENCE, n, g] > 0
         for t in range(slots):
             x = actual[n, g, t]
-            util[t] += x if x < 1.0 else 1.0
+            vecs[UTIL, t] += x if x < 1.0 else 1.0
             if serves and x > 1.0 + EPS:
-                over[t] += 1.0
+                vecs[OVER, t] += 1.0
 
 
 @njit(cache=True)
-def apply_change(sums, util_by_slot, over_by_slot, before, u0, r0, after, u1, r1
-                 ):  # pragma: no cover - compiled
+def apply_change(sums, by_slot, before, v0, after, v1):  # pragma: no cover - compiled
     """Move the running sums from `before` to `after` (one side may be absent), with the
     operations `Accounting.after_change` always used: `x += a1 - a0`, or `x += a1` /
     `x += 0.0 - a0` (`x -= u0` for vectors) when the GPUs were or became empty."""
-    slots = util_by_slot.shape[0]
+    slots = by_slot.shape[1]
     if before[PRESENT] == 0.0:
         if after[PRESENT] == 0.0:
             return
@@ -96,45 +100,46 @@ def apply_change(sums, util_by_slot, over_by_slot, before, u0, r0, after, u1, r1
         sums[OCCUPIED_NOW] += after[OCCUPIED]
         sums[COST_RATE] += after[PRICE] / 3600.0
         for t in range(slots):
-            util_by_slot[t] += u1[t]
-            over_by_slot[t] += r1[t]
+            by_slot[UTIL, t] += v1[UTIL, t]
+            by_slot[OVER, t] += v1[OVER, t]
     elif after[PRESENT] == 0.0:
         sums[ALLOC_NOW] += 0.0 - before[ALLOC]
         sums[OCCUPIED_NOW] -= before[OCCUPIED]
         sums[COST_RATE] += (0.0 - before[PRICE]) / 3600.0
         for t in range(slots):
-            util_by_slot[t] -= u0[t]
-            over_by_slot[t] -= r0[t]
+            by_slot[UTIL, t] -= v0[UTIL, t]
+            by_slot[OVER, t] -= v0[OVER, t]
     else:
         sums[ALLOC_NOW] += after[ALLOC] - before[ALLOC]
         sums[OCCUPIED_NOW] += after[OCCUPIED] - before[OCCUPIED]
         sums[COST_RATE] += (after[PRICE] - before[PRICE]) / 3600.0
         for t in range(slots):
-            util_by_slot[t] += u1[t] - u0[t]
-            over_by_slot[t] += r1[t] - r0[t]
+            by_slot[UTIL, t] += v1[UTIL, t] - v0[UTIL, t]
+            by_slot[OVER, t] += v1[OVER, t] - v0[OVER, t]
     if sums[OCCUPIED_NOW] > sums[PEAK]:
         sums[PEAK] = sums[OCCUPIED_NOW]
 
 
 @njit(cache=True)
-def after_change(free, jobs, inference, actual, node_price, n, gpus, sums, util_by_slot,
-                 over_by_slot, before, u0, r0, after, u1, r1):  # pragma: no cover - compiled
-    """`contribution` of the GPUs as they are now, then `apply_change`: one call."""
-    contribution(free, jobs, inference, actual, node_price, n, gpus, after, u1, r1)
-    apply_change(sums, util_by_slot, over_by_slot, before, u0, r0, after, u1, r1)
+def after_change(gpu_f, gpu_i, actual, node_price, n, gpus, sums, by_slot, sides, vecs
+                 ):  # pragma: no cover - compiled
+    """`contribution` of the GPUs as they are now (side 1; side 0 is what
+    `contribution` noted before the change), then `apply_change`: one call."""
+    contribution(gpu_f, gpu_i, actual, node_price, n, gpus, sides[1], vecs[1])
+    apply_change(sums, by_slot, sides[0], vecs[0], sides[1], vecs[1])
 
 
 @njit(cache=True)
-def integrate(totals, sums, util_by_slot, over_by_slot, slot_time, slot_util, s0, dt,
-              within):  # pragma: no cover - compiled
-    """Integrate the figures over `dt` seconds; the per-slot ones too when the interval
-    lies `within` slot s0 (`Accounting.advance` handles an interval crossing slots)."""
+def integrate(totals, sums, by_slot, slot_sums, s0, dt, within):  # pragma: no cover
+    """Integrate the figures over `dt` seconds; the per-slot ones (`slot_sums`: seconds
+    and utilisation-seconds per slot) too when the interval lies `within` slot s0
+    (`Accounting.advance` handles an interval crossing slots)."""
     if within:
-        u = util_by_slot[s0]
+        u = by_slot[UTIL, s0]
         totals[UTIL_S] += dt * u
-        totals[RISK_S] += dt * over_by_slot[s0]
-        slot_time[s0] += dt
-        slot_util[s0] += dt * u
+        totals[RISK_S] += dt * by_slot[OVER, s0]
+        slot_sums[0, s0] += dt
+        slot_sums[1, s0] += dt * u
     totals[ALLOC_S] += dt * sums[ALLOC_NOW]
     totals[OCCUPIED_S] += dt * sums[OCCUPIED_NOW]
     totals[COST] += dt * sums[COST_RATE]

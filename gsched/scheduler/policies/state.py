@@ -118,31 +118,43 @@ class ClusterState:
         self.has_gpus = self.gpu_count > 0
         self.all_have_gpus = bool(self.has_gpus.all())
         self.gpu_count_or_1 = np.maximum(self.gpu_count, 1)
-        self.free = np.where(self.gpu_valid, 1.0, -1.0)
-        self.gpu_mem_free = np.where(self.gpu_valid, self.gpu_mem_total[:, None], -1.0)
+        g_max = self.max_gpus
+        # The per-GPU arrays are views of a few packed ones (`_gpu_f`, `_gpu_i`, `_loads`,
+        # `_agg`), so the compiled kernels take five arrays, not twelve; they are only
+        # ever updated in place, never rebound.
+        self._gpu_f = np.empty((3, n, g_max), dtype=np.float64)
+        self.free = self._gpu_f[0]
+        self.free[:] = np.where(self.gpu_valid, 1.0, -1.0)
+        self.gpu_mem_free = self._gpu_f[1]
+        self.gpu_mem_free[:] = np.where(self.gpu_valid, self.gpu_mem_total[:, None], -1.0)
         self.cpu_free = self.cpu_total.copy()
         self.mem_free = self.mem_total.copy()
-        self.load = np.zeros((n, self.max_gpus, slots), dtype=np.float64)
+        self._loads = np.zeros((2, n, g_max, slots), dtype=np.float64)
+        self.load = self._loads[0]
         #: the part of `load` from preemptible jobs (the tidal policy can move it out).
-        self.preemptible_load = np.zeros((n, self.max_gpus, slots), dtype=np.float64)
+        self.preemptible_load = self._loads[1]
         #: the part of the reservations held by preemptible jobs (what eviction can free).
-        self.preemptible_reserved = np.zeros((n, self.max_gpus), dtype=np.float64)
+        self.preemptible_reserved = self._gpu_f[2]
+        self.preemptible_reserved[:] = 0.0
         #: ids of the jobs on each node, in start order.
         self.node_jobs: list[dict[str, None]] = [{} for _ in range(n)]
-        self.jobs_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
-        self.inference_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
+        self._gpu_i = np.zeros((3, n, g_max), dtype=np.int64)
+        self.jobs_on_gpu = self._gpu_i[0]
+        self.inference_on_gpu = self._gpu_i[1]
         #: inference whose load is a forecast (a daily profile): what headroom guards
-        self.forecast_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
+        self.forecast_on_gpu = self._gpu_i[2]
         self.running: dict[str, Running] = {}
         # -- per-node aggregates, refreshed from the node's row whenever it changes -------
         # (`state_kernels.refresh_node`; the same sum as `sum(axis=1)` over the grid, so
         # they equal a from-scratch computation bit for bit, never a running float sum)
-        #: reserved share per node: what `node_gpu_alloc` returns, without the grid scan.
-        self.node_alloc = np.zeros(n, dtype=np.float64)
+        self._agg = np.zeros((g_max + 1, n), dtype=np.float64)
         #: `kth_free[k - 1, n]`: node n's k-th largest free share (padding GPUs hold -1): a
         #: node has k GPUs with at least x free exactly when `kth_free[k - 1, n] >= x`
         #: (GPU-major, so one k is a contiguous vector over nodes)
-        self.kth_free = np.sort(self.free, axis=1)[:, ::-1].T.copy()
+        self.kth_free = self._agg[:g_max]
+        self.kth_free[:] = np.sort(self.free, axis=1)[:, ::-1].T
+        #: reserved share per node: what `node_gpu_alloc` returns, without the grid scan.
+        self.node_alloc = self._agg[g_max]
         self._keys: dict[int, tuple[int, bytes]] = {}  # node -> (version, node_key)
         #: bumped whenever a node changes, so policies can cache per-node work.
         self.node_version = np.zeros(n, dtype=np.int64)
@@ -294,10 +306,8 @@ class ClusterState:
         n, gpus = placement.node, placement.gpus
         if gpus:
             load = self._checked_load(load)
-            book(self.free, self.gpu_mem_free, self.load, self.preemptible_load,
-                 self.preemptible_reserved, self.jobs_on_gpu, self.inference_on_gpu,
-                 self.forecast_on_gpu, self.gpu_valid, self.node_alloc, self.kth_free,
-                 self.node_version, n, gpu_index(gpus), float(placement.reserved),
+            book(self._gpu_f, self._gpu_i, self._loads, self._agg, self.node_version,
+                 self.gpu_valid, n, gpu_index(gpus), float(placement.reserved),
                  float(job.gpu_mem_mib), load, job.preemptible, job.kind == "inference",
                  job.profile is not None)
         else:
@@ -316,10 +326,8 @@ class ClusterState:
         del self.node_jobs[n][job_id]
         job = r.job
         if gpus:
-            unbook(self.free, self.gpu_mem_free, self.load, self.preemptible_load,
-                   self.preemptible_reserved, self.jobs_on_gpu, self.inference_on_gpu,
-                   self.forecast_on_gpu, self.gpu_valid, self.node_alloc, self.kth_free,
-                   self.node_version, self.gpu_mem_total, n, gpu_index(gpus),
+            unbook(self._gpu_f, self._gpu_i, self._loads, self._agg, self.node_version,
+                   self.gpu_valid, self.gpu_mem_total, n, gpu_index(gpus),
                    float(r.placement.reserved), float(job.gpu_mem_mib), r.load,
                    job.preemptible, job.kind == "inference", job.profile is not None)
         else:

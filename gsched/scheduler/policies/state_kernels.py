@@ -110,9 +110,9 @@ def row_sum(a: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def refresh_node(free, gpu_valid, node_alloc, kth_free, n):  # pragma: no cover - compiled
-    """Node n's aggregates from its row: reserved share (`node_alloc`) and the k-th
-    largest free shares (`kth_free[:, n]`), as `ClusterState` defines them."""
+def refresh_node(free, gpu_valid, agg, n):  # pragma: no cover - compiled
+    """Node n's aggregates from its row: the k-th largest free shares (`agg[:G, n]`,
+    `ClusterState.kth_free`) and the reserved share (`agg[G, n]`, `node_alloc`)."""
     g_count = free.shape[1]
     used = np.empty(g_count)
     ordered = np.empty(g_count)
@@ -120,41 +120,47 @@ def refresh_node(free, gpu_valid, node_alloc, kth_free, n):  # pragma: no cover 
         f = free[n, g]
         used[g] = 1.0 - f if gpu_valid[n, g] else 0.0
         ordered[g] = f
-    node_alloc[n] = row_sum(used)
+    agg[g_count, n] = row_sum(used)
     ordered.sort()
     for k in range(g_count):
-        kth_free[k, n] = ordered[g_count - 1 - k]
+        agg[k, n] = ordered[g_count - 1 - k]
+
+
+# The packed arrays (`ClusterState`): gpu_f = (free, gpu_mem_free, preemptible_reserved),
+# gpu_i = (jobs_on_gpu, inference_on_gpu, forecast_on_gpu), loads = (load,
+# preemptible_load), agg = (kth_free rows, node_alloc); each (nodes, GPUs[, slots]).
+FREE, GPU_MEM, PRE_RESERVED = 0, 1, 2
+JOBS, INFERENCE, FORECAST = 0, 1, 2
+LOAD, PRE_LOAD = 0, 1
 
 
 @njit(cache=True)
-def book(free, gpu_mem_free, load, pre_load, pre_reserved, jobs, inference, forecast,
-         gpu_valid, node_alloc, kth_free, node_version,
+def book(gpu_f, gpu_i, loads, agg, node_version, gpu_valid,
          n, gpus, reserved, gpu_mem, profile, preemptible, is_inference, is_forecast
          ):  # pragma: no cover - compiled
     """Book a job on node n's `gpus`: what `allocate` does to the GPU arrays."""
     slots = profile.shape[0]
     for g in gpus:
-        free[n, g] -= reserved
+        gpu_f[FREE, n, g] -= reserved
         if gpu_mem:
-            gpu_mem_free[n, g] -= gpu_mem
+            gpu_f[GPU_MEM, n, g] -= gpu_mem
         for t in range(slots):
-            load[n, g, t] += profile[t]
+            loads[LOAD, n, g, t] += profile[t]
         if preemptible:
             for t in range(slots):
-                pre_load[n, g, t] += profile[t]
-            pre_reserved[n, g] += reserved
-        jobs[n, g] += 1
+                loads[PRE_LOAD, n, g, t] += profile[t]
+            gpu_f[PRE_RESERVED, n, g] += reserved
+        gpu_i[JOBS, n, g] += 1
         if is_inference:
-            inference[n, g] += 1
+            gpu_i[INFERENCE, n, g] += 1
             if is_forecast:
-                forecast[n, g] += 1
-    refresh_node(free, gpu_valid, node_alloc, kth_free, n)
+                gpu_i[FORECAST, n, g] += 1
+    refresh_node(gpu_f[FREE], gpu_valid, agg, n)
     node_version[n] += 1
 
 
 @njit(cache=True)
-def unbook(free, gpu_mem_free, load, pre_load, pre_reserved, jobs, inference, forecast,
-           gpu_valid, node_alloc, kth_free, node_version, gpu_mem_total,
+def unbook(gpu_f, gpu_i, loads, agg, node_version, gpu_valid, gpu_mem_total,
            n, gpus, reserved, gpu_mem, profile, preemptible, is_inference, is_forecast
            ):  # pragma: no cover - compiled
     """Undo `book`: what `release` does to the GPU arrays. GPUs the job leaves empty
@@ -162,32 +168,32 @@ def unbook(free, gpu_mem_free, load, pre_load, pre_reserved, jobs, inference, fo
     slots = profile.shape[0]
     last = True  # alone on every one of its GPUs: the reset overwrites the arithmetic
     for g in gpus:
-        if jobs[n, g] != 1:
+        if gpu_i[JOBS, n, g] != 1:
             last = False
     if not last:
         for g in gpus:
-            free[n, g] += reserved
+            gpu_f[FREE, n, g] += reserved
             if gpu_mem:
-                gpu_mem_free[n, g] += gpu_mem
+                gpu_f[GPU_MEM, n, g] += gpu_mem
             for t in range(slots):
-                load[n, g, t] -= profile[t]
+                loads[LOAD, n, g, t] -= profile[t]
             if preemptible:
                 for t in range(slots):
-                    pre_load[n, g, t] -= profile[t]
-                pre_reserved[n, g] -= reserved
+                    loads[PRE_LOAD, n, g, t] -= profile[t]
+                gpu_f[PRE_RESERVED, n, g] -= reserved
     for g in gpus:
-        jobs[n, g] -= 1
+        gpu_i[JOBS, n, g] -= 1
         if is_inference:
-            inference[n, g] -= 1
+            gpu_i[INFERENCE, n, g] -= 1
             if is_forecast:
-                forecast[n, g] -= 1
+                gpu_i[FORECAST, n, g] -= 1
     for g in gpus:
-        if jobs[n, g] == 0:
-            free[n, g] = 1.0
-            gpu_mem_free[n, g] = gpu_mem_total[n]
+        if gpu_i[JOBS, n, g] == 0:
+            gpu_f[FREE, n, g] = 1.0
+            gpu_f[GPU_MEM, n, g] = gpu_mem_total[n]
             for t in range(slots):
-                load[n, g, t] = 0.0
-                pre_load[n, g, t] = 0.0
-            pre_reserved[n, g] = 0.0
-    refresh_node(free, gpu_valid, node_alloc, kth_free, n)
+                loads[LOAD, n, g, t] = 0.0
+                loads[PRE_LOAD, n, g, t] = 0.0
+            gpu_f[PRE_RESERVED, n, g] = 0.0
+    refresh_node(gpu_f[FREE], gpu_valid, agg, n)
     node_version[n] += 1
