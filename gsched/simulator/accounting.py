@@ -15,25 +15,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from gsched.models import DAY_SECONDS
-from gsched.scheduler.policies.state import ClusterState
-from gsched.scheduler.policies.state_kernels import gpu_index
-from gsched.simulator.accounting_kernels import (
-    ALLOC_NOW,
-    ALLOC_S,
-    COST,
-    COST_RATE,
-    OCCUPIED_NOW,
-    OCCUPIED_S,
-    OVER,
-    PEAK,
-    RISK_S,
-    UTIL,
-    UTIL_S,
-    after_change,
-    contribution,
-    integrate,
-)
+from gsched.scheduler.policies.state import ClusterState, gpu_index
 
+# The layout of the arrays the compiled kernels (`accounting_kernels`) update:
+#: `sums[...]`: allocated share, occupied GPUs, cost rate (USD/s), peak occupied
+ALLOC_NOW, OCCUPIED_NOW, COST_RATE, PEAK = 0, 1, 2, 3
+#: `totals[...]`, the integrals over time: GPU-seconds allocated, utilised, occupied,
+#: overloaded (inference SLO risk), and USD
+ALLOC_S, UTIL_S, OCCUPIED_S, RISK_S, COST = 0, 1, 2, 3, 4
+#: `by_slot[...]` rows (and a change side's `vecs` rows): utilisation, overload per slot
+UTIL, OVER = 0, 1
+#: a change side's `side[...]`: allocated share, occupied GPUs, price per hour, present
+ALLOC, OCCUPIED, PRICE, PRESENT = 0, 1, 2, 3
 
 def slot_durations(t0: float, t1: float, slots: int) -> np.ndarray:
     """Seconds that [t0, t1) spends in each time-of-day slot."""
@@ -58,6 +51,9 @@ class Accounting:
     """Running sums for one simulation; see the module docstring."""
 
     def __init__(self, state: ClusterState, actual: np.ndarray) -> None:
+        from gsched.simulator import accounting_kernels  # (numba: imported when first used)
+
+        self._kernels = accounting_kernels
         self.state = state
         self.actual = actual  # (nodes, gpus, slots) actual load
         self.slots = state.slots
@@ -131,15 +127,16 @@ class Accounting:
         zeros. One change at a time: `after_change` must follow before the next."""
         if len(gpus):
             st = self.state
-            contribution(st._gpu_f, st._gpu_i, self.actual, self.node_price, n,
+            self._kernels.contribution(st._gpu_f, st._gpu_i, self.actual, self.node_price, n,
                          gpu_index(gpus), self._side0, self._vecs0)
 
     def after_change(self, n: int, gpus: Sequence[int] | np.ndarray, before: None) -> None:
         """Move the sums by what the GPUs add now less what they added before."""
         if len(gpus):
             st = self.state
-            after_change(st._gpu_f, st._gpu_i, self.actual, self.node_price, n,
-                         gpu_index(gpus), self.sums, self.by_slot, self._sides, self._vecs)
+            self._kernels.after_change(
+                st._gpu_f, st._gpu_i, self.actual, self.node_price, n, gpu_index(gpus),
+                self.sums, self.by_slot, self._sides, self._vecs)
 
     def advance(self, t: float) -> None:
         """Integrate every figure from the last call up to `t`."""
@@ -158,7 +155,8 @@ class Accounting:
             self.totals[RISK_S] += float(dur @ self.over_by_slot)
             self.slot_time += dur
             self.slot_util += dur * self.util_by_slot
-        integrate(self.totals, self.sums, self.by_slot, self.slot_sums, s0, dt, within)
+        self._kernels.integrate(self.totals, self.sums, self.by_slot, self.slot_sums, s0, dt,
+                                within)
         self.last_t = t
         if t - self._last_sample >= self.slot_len:
             self._sample(t0, t)

@@ -21,18 +21,23 @@ from numba import njit
 
 from gsched.scheduler.policies.state import EPS
 from gsched.scheduler.policies.state_kernels import FREE, INFERENCE, JOBS, row_sum
-
-#: `side[...]` slots: allocated share, occupied GPUs, price per hour, present (0/1)
-ALLOC, OCCUPIED, PRICE, PRESENT = 0, 1, 2, 3
-#: `sums[...]` slots: allocated share, occupied GPUs, cost rate (USD/s), peak occupied
-ALLOC_NOW, OCCUPIED_NOW, COST_RATE, PEAK = 0, 1, 2, 3
-#: `totals[...]` slots, the integrals over time: GPU-seconds allocated, utilised, occupied,
-#: overloaded (inference SLO risk), and USD
-ALLOC_S, UTIL_S, OCCUPIED_S, RISK_S, COST = 0, 1, 2, 3, 4
-
-
-# `Accounting.by_slot[...]` rows: utilisation and overload per slot; a side's `vecs` rows
-UTIL, OVER = 0, 1
+from gsched.simulator.accounting import (
+    ALLOC,
+    ALLOC_NOW,
+    ALLOC_S,
+    COST,
+    COST_RATE,
+    OCCUPIED,
+    OCCUPIED_NOW,
+    OCCUPIED_S,
+    OVER,
+    PEAK,
+    PRESENT,
+    PRICE,
+    RISK_S,
+    UTIL,
+    UTIL_S,
+)
 
 
 @njit(cache=True)

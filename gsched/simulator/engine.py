@@ -27,8 +27,7 @@ from pydantic import BaseModel, Field
 from gsched.models import DAY_SECONDS, Cluster, Job, Trace
 from gsched.scheduler.policies.policy import Policy, place
 from gsched.scheduler.policies.preemption import find_victims
-from gsched.scheduler.policies.state import ClusterState, Placement
-from gsched.scheduler.policies.state_kernels import gpu_index
+from gsched.scheduler.policies.state import ClusterState, Placement, gpu_index
 from gsched.simulator.accounting import Accounting
 from gsched.simulator.colocation import BUILTIN, ColocationModel
 from gsched.simulator.gc_pause import collector_paused

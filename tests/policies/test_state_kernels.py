@@ -15,8 +15,8 @@ import pytest
 from gsched.models import Cluster, Job, Node
 from gsched.scheduler.policies.policy import place
 from gsched.scheduler.policies.registry import make_policy
-from gsched.scheduler.policies.state import ClusterState, Placement, Running
-from gsched.scheduler.policies.state_kernels import gpu_index, row_sum
+from gsched.scheduler.policies.state import ClusterState, Placement, Running, gpu_index
+from gsched.scheduler.policies.state_kernels import row_sum
 
 ARRAYS = ("free", "gpu_mem_free", "load", "preemptible_load", "preemptible_reserved",
           "jobs_on_gpu", "inference_on_gpu", "forecast_on_gpu", "node_alloc", "kth_free",

@@ -20,9 +20,26 @@ from enum import IntEnum
 import numpy as np
 
 from gsched.models import DAY_SECONDS, DEFAULT_SLOTS, Cluster, Job
-from gsched.scheduler.policies.state_kernels import book, gpu_index, unbook
 
 EPS = 1e-9
+
+_INDEX: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def gpu_index(gpus: tuple[int, ...] | list[int] | np.ndarray) -> np.ndarray:
+    """GPU indices as the int64 array the kernels take (one compiled version for any
+    number of GPUs), kept per tuple: a replay uses the same few hundred over and over.
+    An int64 array is taken as it is."""
+    if type(gpus) is np.ndarray and gpus.dtype == np.int64:
+        return gpus
+    key = gpus if type(gpus) is tuple else tuple(int(g) for g in gpus)
+    index = _INDEX.get(key)
+    if index is None:
+        index = np.array(key, dtype=np.int64)
+        index.flags.writeable = False
+        if len(_INDEX) < 65_536:  # (bounded: orders of up to 16 GPUs are few in practice)
+            _INDEX[key] = index
+    return index
 
 
 class Reason(IntEnum):
@@ -93,6 +110,11 @@ class ClusterState:
     def __init__(self, cluster: Cluster, slots: int = DEFAULT_SLOTS) -> None:
         self.cluster = cluster
         self.slots = slots
+        # the compiled allocate/release (numba), imported with the first state: a process
+        # that never builds one does not pay numba's import
+        from gsched.scheduler.policies import state_kernels
+
+        self._kernels = state_kernels
         nodes = cluster.nodes
         n = len(nodes)
         self.n_nodes = n
@@ -306,10 +328,11 @@ class ClusterState:
         n, gpus = placement.node, placement.gpus
         if gpus:
             load = self._checked_load(load)
-            book(self._gpu_f, self._gpu_i, self._loads, self._agg, self.node_version,
-                 self.gpu_valid, n, gpu_index(gpus), float(placement.reserved),
-                 float(job.gpu_mem_mib), load, job.preemptible, job.kind == "inference",
-                 job.profile is not None)
+            self._kernels.book(
+                self._gpu_f, self._gpu_i, self._loads, self._agg, self.node_version,
+                self.gpu_valid, n, gpu_index(gpus), float(placement.reserved),
+                float(job.gpu_mem_mib), load, job.preemptible, job.kind == "inference",
+                job.profile is not None)
         else:
             self.node_version[n] += 1
         if job.cpu_milli:
@@ -326,10 +349,11 @@ class ClusterState:
         del self.node_jobs[n][job_id]
         job = r.job
         if gpus:
-            unbook(self._gpu_f, self._gpu_i, self._loads, self._agg, self.node_version,
-                   self.gpu_valid, self.gpu_mem_total, n, gpu_index(gpus),
-                   float(r.placement.reserved), float(job.gpu_mem_mib), r.load,
-                   job.preemptible, job.kind == "inference", job.profile is not None)
+            self._kernels.unbook(
+                self._gpu_f, self._gpu_i, self._loads, self._agg, self.node_version,
+                self.gpu_valid, self.gpu_mem_total, n, gpu_index(gpus),
+                float(r.placement.reserved), float(job.gpu_mem_mib), r.load,
+                job.preemptible, job.kind == "inference", job.profile is not None)
         else:
             self.node_version[n] += 1
         if job.cpu_milli:

@@ -25,25 +25,6 @@ from numba import njit
 #: numpy's pairwise summation block (`PW_BLOCKSIZE`)
 _BLOCK = 128
 
-_INDEX: dict[tuple[int, ...], np.ndarray] = {}
-
-
-def gpu_index(gpus: tuple[int, ...] | list[int] | np.ndarray) -> np.ndarray:
-    """GPU indices as the int64 array the kernels take (one compiled version for any
-    number of GPUs), kept per tuple: a replay uses the same few hundred over and over.
-    An int64 array is taken as it is."""
-    if type(gpus) is np.ndarray and gpus.dtype == np.int64:
-        return gpus
-    key = gpus if type(gpus) is tuple else tuple(int(g) for g in gpus)
-    index = _INDEX.get(key)
-    if index is None:
-        index = np.array(key, dtype=np.int64)
-        index.flags.writeable = False
-        if len(_INDEX) < 65_536:  # (bounded: orders of up to 16 GPUs are few in practice)
-            _INDEX[key] = index
-    return index
-
-
 @njit(cache=True)
 def _block_sum(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
     """numpy's `pairwise_sum` over a[lo:lo + n] for n <= 128 (unrolled by eight)."""
