@@ -35,9 +35,12 @@ COMPONENTS = [
     ("  victim search (`find_victims`)", "policies/preemption.py", "find_victims"),
     ("finish a job (`_stop`)", "simulator/engine.py", "_stop"),
     ("state mutation (`allocate` + `release`)", "policies/state.py", ("allocate", "release")),
-    ("  per-node aggregates (`_refresh_node`)", "policies/state.py", "_refresh_node"),
+    ("  compiled row update (`book`, `unbook`)", "policies/state_kernels.py",
+     ("book", "unbook")),
     ("accounting (`before/after_change`, `advance`)", "simulator/accounting.py",
      ("before_change", "after_change", "advance")),
+    ("  compiled (`contribution`, `after_change`, `integrate`)",
+     "simulator/accounting_kernels.py", ("contribution", "after_change", "integrate")),
     ("re-rating colocated training (`_update_rates`)", "simulator/engine.py", "_update_rates"),
 ]
 

@@ -3,16 +3,30 @@
 Utilisation and SLO risk depend on the time of day (profiles), so they are kept per
 slot: `util_by_slot[t]` is the cluster's summed GPU utilisation if slot t were now, and
 integrating from t0 to t1 weights each slot by how long the interval spends in it.
-Everything is updated incrementally when GPUs change, never recomputed cluster-wide.
+Everything is updated incrementally when GPUs change, never recomputed cluster-wide:
+a change's arithmetic is one compiled call before it and one after
+(`accounting_kernels`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from gsched.models import DAY_SECONDS
-from gsched.scheduler.policies.state import EPS, ClusterState
+from gsched.scheduler.policies.state import ClusterState, gpu_index
 
+# The layout of the arrays the compiled kernels (`accounting_kernels`) update:
+#: `sums[...]`: allocated share, occupied GPUs, cost rate (USD/s), peak occupied
+ALLOC_NOW, OCCUPIED_NOW, COST_RATE, PEAK = 0, 1, 2, 3
+#: `totals[...]`, the integrals over time: GPU-seconds allocated, utilised, occupied,
+#: overloaded (inference SLO risk), and USD
+ALLOC_S, UTIL_S, OCCUPIED_S, RISK_S, COST = 0, 1, 2, 3, 4
+#: `by_slot[...]` rows (and a change side's `vecs` rows): utilisation, overload per slot
+UTIL, OVER = 0, 1
+#: a change side's `side[...]`: allocated share, occupied GPUs, price per hour, present
+ALLOC, OCCUPIED, PRICE, PRESENT = 0, 1, 2, 3
 
 def slot_durations(t0: float, t1: float, slots: int) -> np.ndarray:
     """Seconds that [t0, t1) spends in each time-of-day slot."""
@@ -37,97 +51,92 @@ class Accounting:
     """Running sums for one simulation; see the module docstring."""
 
     def __init__(self, state: ClusterState, actual: np.ndarray) -> None:
+        from gsched.simulator import accounting_kernels  # (numba: imported when first used)
+
+        self._kernels = accounting_kernels
         self.state = state
         self.actual = actual  # (nodes, gpus, slots) actual load
         self.slots = state.slots
         self.slot_len = DAY_SECONDS / state.slots
         self.total_gpus = max(state.total_gpus, 1)
-        self.gpu_price = np.repeat(state.node_price[:, None], state.max_gpus, axis=1)
-        self._node_price: list[float] = state.node_price.astype(np.float64).tolist()
-        self.alloc_now = 0.0
-        self.occupied_now = 0
-        self.cost_rate = 0.0  # USD per second
-        self.util_by_slot = np.zeros(self.slots)
-        self.over_by_slot = np.zeros(self.slots)
-        # integrals
+        self.node_price = state.node_price.astype(np.float64)
+        #: the running sums a change moves (`accounting_kernels`: ALLOC_NOW, OCCUPIED_NOW,
+        #: COST_RATE in USD per second, PEAK occupied), read through the properties below
+        self.sums = np.zeros(4)
+        #: per slot, the cluster's utilisation and overload if that slot were now
+        self.by_slot = np.zeros((2, self.slots))
+        self.util_by_slot, self.over_by_slot = self.by_slot[UTIL], self.by_slot[OVER]
+        # one change at a time: its GPUs' contribution before it (0) and after (1)
+        self._sides = np.zeros((2, 4))
+        self._vecs = np.zeros((2, 2, self.slots))
+        self._side0, self._vecs0 = self._sides[0], self._vecs[0]
+        #: the integrals (`accounting_kernels`: ALLOC_S, UTIL_S, OCCUPIED_S, RISK_S, COST),
+        #: read through the properties below
+        self.totals = np.zeros(5)
         self.last_t: float | None = None
-        self.alloc_s = 0.0
-        self.util_s = 0.0
-        self.occupied_s = 0.0
-        self.risk_s = 0.0
-        self.cost = 0.0
-        self.slot_time = np.zeros(self.slots)
-        self.slot_util = np.zeros(self.slots)
-        self.peak_occupied = 0
+        #: per slot: seconds spent in it, and utilisation integrated over them
+        self.slot_sums = np.zeros((2, self.slots))
+        self.slot_time, self.slot_util = self.slot_sums[0], self.slot_sums[1]
         self.timeline: list[tuple[float, float, float]] = []
         self._last_sample = -np.inf
-        self._zeros = np.zeros(self.slots)
 
-    def _contrib(self, n: int, gpus: list[int]) -> tuple | None:
-        """What GPUs `gpus` of node n add to the running sums; None when they are empty.
+    @property
+    def alloc_now(self) -> float:
+        """Allocated GPU share now (the sum over occupied GPUs)."""
+        return self.sums.item(ALLOC_NOW)
+
+    @property
+    def occupied_now(self) -> int:
+        return int(self.sums.item(OCCUPIED_NOW))
+
+    @property
+    def cost_rate(self) -> float:
+        """USD per second of the occupied GPUs."""
+        return self.sums.item(COST_RATE)
+
+    @property
+    def peak_occupied(self) -> int:
+        return int(self.sums.item(PEAK))
+
+    @property
+    def alloc_s(self) -> float:
+        return self.totals.item(ALLOC_S)
+
+    @property
+    def util_s(self) -> float:
+        return self.totals.item(UTIL_S)
+
+    @property
+    def occupied_s(self) -> float:
+        return self.totals.item(OCCUPIED_S)
+
+    @property
+    def risk_s(self) -> float:
+        return self.totals.item(RISK_S)
+
+    @property
+    def cost(self) -> float:
+        return self.totals.item(COST)
+
+    def before_change(self, n: int, gpus: Sequence[int] | np.ndarray) -> None:
+        """Note what GPUs `gpus` of node n add to the sums, before they change.
 
         An empty GPU adds exactly nothing (its free share, load and counts are reset to
-        exact zeros), so the common start on empty GPUs, or finish that empties them,
-        skips computing that side; `after_change` adds the other side as it is, which
-        is the same floating-point result as subtracting zeros.
-        """
-        st = self.state
-        if len(gpus) == 1:  # the common case, without fancy indexing
-            g = gpus[0]
-            # `.item` reads a Python scalar (no numpy scalar built and compared)
-            if not st.jobs_on_gpu.item(n, g):
-                return None
-            row = self.actual[n, g]
-            over = ((row > 1.0 + EPS).astype(np.float64) if st.inference_on_gpu.item(n, g)
-                    else self._zeros)
-            a = 1.0 - st.free.item(n, g)
-            return (0.0 if a < 0.0 else 1.0 if a > 1.0 else a, 1, self._node_price[n],
-                    np.minimum(row, 1.0), over)
-        occ = st.jobs_on_gpu[n, gpus] > 0
-        if not np.count_nonzero(occ):  # whole-GPU jobs start on, and leave, empty GPUs
-            return None
-        alloc = float(np.clip(1.0 - st.free[n, gpus], 0.0, 1.0).sum())
-        rows = self.actual[n, gpus, :]
-        util = np.minimum(rows, 1.0).sum(axis=0)
-        inf = (st.inference_on_gpu[n, gpus] > 0)[:, None]
-        over = ((rows > 1.0 + EPS) & inf).sum(axis=0)
-        return alloc, int(occ.sum()), float(self.gpu_price[n, gpus][occ].sum()), util, over
+        exact zeros), so a side where every GPU is empty is skipped; `after_change` then
+        adds the other side as it is, the same floating-point result as subtracting
+        zeros. One change at a time: `after_change` must follow before the next."""
+        if len(gpus):
+            st = self.state
+            self._kernels.contribution(st._gpu_f, st._gpu_i, self.actual, self.node_price, n,
+                         gpu_index(gpus), self._side0, self._vecs0)
 
-    def before_change(self, n: int, gpus: list[int]) -> tuple | None:
-        return self._contrib(n, gpus) if gpus else ()
-
-    def after_change(self, n: int, gpus: list[int], before: tuple | None) -> None:
-        if not gpus:
-            return
-        after = self._contrib(n, gpus)
-        if before is None:  # started on an empty GPU: the sums gain `after` as it is
-            if after is None:
-                return
-            a1, o1, p1, u1, r1 = after
-            self.alloc_now += a1
-            self.occupied_now += o1
-            self.cost_rate += p1 / 3600.0
-            self.util_by_slot += u1
-            if r1 is not self._zeros:
-                self.over_by_slot += r1
-        elif after is None:  # emptied the GPU: the sums lose `before` as it was
-            a0, o0, p0, u0, r0 = before
-            self.alloc_now += 0.0 - a0
-            self.occupied_now -= o0
-            self.cost_rate += (0.0 - p0) / 3600.0
-            self.util_by_slot -= u0
-            if r0 is not self._zeros:
-                self.over_by_slot -= r0
-        else:
-            a1, o1, p1, u1, r1 = after
-            a0, o0, p0, u0, r0 = before
-            self.alloc_now += a1 - a0
-            self.occupied_now += o1 - o0
-            self.cost_rate += (p1 - p0) / 3600.0
-            self.util_by_slot += u1 - u0
-            if r1 is not self._zeros or r0 is not self._zeros:  # no inference: no change
-                self.over_by_slot += r1 - r0
-        self.peak_occupied = max(self.peak_occupied, self.occupied_now)
+    def after_change(self, n: int, gpus: Sequence[int] | np.ndarray, before: None) -> None:
+        """Move the sums by what the GPUs add now less what they added before."""
+        if len(gpus):
+            st = self.state
+            self._kernels.after_change(
+                st._gpu_f, st._gpu_i, self.actual, self.node_price, n, gpu_index(gpus),
+                self.sums, self.by_slot, self._sides, self._vecs)
 
     def advance(self, t: float) -> None:
         """Integrate every figure from the last call up to `t`."""
@@ -139,22 +148,18 @@ class Accounting:
         if dt <= 0:
             return
         s0 = int((t0 % DAY_SECONDS) // self.slot_len)
-        if dt <= (s0 + 1) * self.slot_len - (t0 % DAY_SECONDS):
-            self.util_s += dt * self.util_by_slot[s0]
-            self.risk_s += dt * self.over_by_slot[s0]
-            self.slot_time[s0] += dt
-            self.slot_util[s0] += dt * self.util_by_slot[s0]
-        else:
+        within = dt <= (s0 + 1) * self.slot_len - (t0 % DAY_SECONDS)
+        if not within:
             dur = slot_durations(t0, t, self.slots)
-            self.util_s += float(dur @ self.util_by_slot)
-            self.risk_s += float(dur @ self.over_by_slot)
+            self.totals[UTIL_S] += float(dur @ self.util_by_slot)
+            self.totals[RISK_S] += float(dur @ self.over_by_slot)
             self.slot_time += dur
             self.slot_util += dur * self.util_by_slot
-        self.alloc_s += dt * self.alloc_now
-        self.occupied_s += dt * self.occupied_now
-        self.cost += dt * self.cost_rate
+        self._kernels.integrate(self.totals, self.sums, self.by_slot, self.slot_sums, s0, dt,
+                                within)
         self.last_t = t
-        self._sample(t0, t)
+        if t - self._last_sample >= self.slot_len:
+            self._sample(t0, t)
 
     def _sample(self, t0: float, t1: float) -> None:
         """Timeline points for the plot: at most one per slot, at slot boundaries too.

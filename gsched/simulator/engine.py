@@ -19,7 +19,7 @@ import heapq
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -27,13 +27,14 @@ from pydantic import BaseModel, Field
 from gsched.models import DAY_SECONDS, Cluster, Job, Trace
 from gsched.scheduler.policies.policy import Policy, place
 from gsched.scheduler.policies.preemption import find_victims
-from gsched.scheduler.policies.state import ClusterState, Placement
+from gsched.scheduler.policies.state import ClusterState, Placement, gpu_index
 from gsched.simulator.accounting import Accounting
 from gsched.simulator.colocation import BUILTIN, ColocationModel
 from gsched.simulator.gc_pause import collector_paused
-from gsched.simulator.guard import GuardConfig, training_figures
+from gsched.simulator.guard import GuardConfig
 from gsched.simulator.load import LoadDeviation
 from gsched.simulator.loop import make_hooks
+from gsched.simulator.results import SimResult, result_of
 from gsched.simulator.retry import RetryFilter
 
 FINISH, SLOT, HOOK = 0, 1, 2
@@ -69,23 +70,6 @@ class _Run:
     run_start: float = 0.0
     actual: np.ndarray | None = None
     waiting: bool = False  # in a queue group (lazily deleted when started elsewhere)
-
-
-@dataclass
-class SimResult:
-    """What one policy did on one trace: figures (JSON-ready) and a timeline."""
-
-    policy: str
-    figures: dict[str, float | int | None]
-    timeline: list[tuple[float, float, float]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    #: (time, "start" | "stop", job id, node name, GPUs), with config.record_placements
-    placements: list[tuple[float, str, str, str, tuple[int, ...]]] = field(
-        default_factory=list)
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
 
 
 class Simulation:
@@ -128,6 +112,7 @@ class Simulation:
         self.placements: list[tuple[float, str, str, str, tuple[int, ...]]] = []
         self.retry = RetryFilter(self.state, policy)  # skips retries certain to miss
         self.victim_orders: dict[int, tuple] = {}  # find_victims' per-node cache
+        self.flat_loads: dict[tuple | None, np.ndarray] = {}  # `_predicted`'s shared ones
         self.hooks = make_hooks(self)  # the tidal loop: guard reports, re-plans
 
     # ------------------------------------------------------------------ events
@@ -145,8 +130,9 @@ class Simulation:
     def _start(self, run: _Run, placement: Placement) -> None:
         job, st = run.job, self.state
         n, gpus = placement.node, list(placement.gpus)
-        before = self.acct.before_change(n, gpus)
-        predicted = job.load_profile(st.slots) if job.num_gpu else np.zeros(st.slots)
+        idx = gpu_index(placement.gpus)  # (the kernels' form, built once per change)
+        before = self.acct.before_change(n, idx)
+        predicted = self._predicted(job)
         st.allocate(job, placement, predicted)
         if self.config.record_placements:
             self.placements.append((self.now, "start", job.id, st.node_names[n],
@@ -154,7 +140,7 @@ class Simulation:
         if self.actual is not st.load:
             run.actual = self.config.deviation.actual_load(job, predicted)
             self.actual[n, gpus, :] += run.actual
-        self.acct.after_change(n, gpus, before)
+        self.acct.after_change(n, idx, before)
         if run.first_start is None:
             run.first_start = self.now
             self.queue_delays.append(self.now - job.submit_time)
@@ -170,11 +156,25 @@ class Simulation:
         if math.isfinite(run.remaining):
             self.running_finite += 1
 
+    def _predicted(self, job: Job) -> np.ndarray:
+        """The job's expected load per GPU and slot (`Job.load_profile`). Flat profiles
+        (training, GPU-less jobs) are shared between the jobs of one level: nothing
+        writes into a placed job's load, the state only adds and subtracts it."""
+        if job.profile is not None:
+            return job.load_profile(self.state.slots)
+        key = (job.gpu_share, job.utilization) if job.num_gpu else None
+        load = self.flat_loads.get(key)
+        if load is None:
+            load = self.flat_loads[key] = (job.load_profile(self.state.slots) if job.num_gpu
+                                           else np.zeros(self.state.slots))
+        return load
+
     def _stop(self, run: _Run) -> None:
         job, st = run.job, self.state
         r = st.running[job.id]
         n, gpus = r.placement.node, list(r.placement.gpus)
-        before = self.acct.before_change(n, gpus)
+        idx = gpu_index(r.placement.gpus)
+        before = self.acct.before_change(n, idx)
         st.release(job.id)
         if self.config.record_placements:
             self.placements.append((self.now, "stop", job.id, st.node_names[n],
@@ -185,7 +185,7 @@ class Simulation:
             empty = st.jobs_on_gpu[n, gpus] == 0
             if empty.any():
                 self.actual[n, np.array(gpus)[empty], :] = 0.0
-        self.acct.after_change(n, gpus, before)
+        self.acct.after_change(n, idx, before)
         for g in gpus:
             self.on_gpu[(n, g)].pop(job.id, None)
         self._progress(run)
@@ -242,38 +242,43 @@ class Simulation:
         Jobs in one group fit the same places, so after one fails the rest of its group
         is skipped: a pass costs O(groups + placements), not O(queue).
         """
-        keys = list(self.groups) if full else [k for k in self.dirty_groups if k in self.groups]
+        groups, heappop = self.groups, heapq.heappop
+        keys = list(groups) if full else [k for k in self.dirty_groups if k in groups]
         self.dirty_groups.clear()
+        live = []
         for key in keys:  # drop stale heads so groups are ordered by live jobs
-            heap = self.groups[key]
+            heap = groups[key]
             while heap and not heap[0][2].waiting:
-                heapq.heappop(heap)
-            if not heap:
-                del self.groups[key]
-        keys = [k for k in keys if k in self.groups]
-        keys.sort(key=lambda k: self.groups[k][0][:2])
+                heappop(heap)
+            if heap:
+                live.append(key)
+            else:
+                del groups[key]
+        if len(live) > 1:
+            live.sort(key=lambda k: groups[k][0][:2])
         placed_any = False
-        for key in keys:
-            heap = self.groups[key]
+        may_fit, policy, state = self.retry.may_fit, self.policy, self.state
+        for key in live:
+            heap = groups[key]
             while heap:
                 run = heap[0][2]
                 if not run.waiting:  # started by preemption since it was queued
-                    heapq.heappop(heap)
+                    heappop(heap)
                     continue
-                if not self.retry.may_fit(key, run.job):
+                if not may_fit(key, run.job):
                     break
-                self.state.now = self.now
-                decision = place(self.policy, self.state, run.job, explain=False)
-                if not isinstance(decision, Placement):
+                state.now = self.now
+                decision = place(policy, state, run.job, explain=False)
+                if type(decision) is not Placement:
                     self.retry.note_miss(key)
                     break
                 self.retry.note_fit(key)
-                heapq.heappop(heap)
+                heappop(heap)
                 self._dequeue(run)
                 self._start(run, decision)
                 placed_any = True
             if not heap:
-                del self.groups[key]
+                del groups[key]
         return placed_any
 
     def _try_preempt(self, run: _Run) -> bool:
@@ -421,75 +426,15 @@ class Simulation:
             progress(n_jobs)
         return self._result(start, time.perf_counter() - wall0)
 
+    def _result(self, start: float, wall: float) -> SimResult:
+        return result_of(self, start, wall)
+
     def _complete(self, run: _Run) -> None:
         job = run.job
         self.completed[job.kind] += 1
         if job.kind == "training":
             self.jcts.append(self.now - job.submit_time)
             self.last_training_end = self.now
-
-    # ------------------------------------------------------------------ results
-    def _result(self, start: float, wall: float) -> SimResult:
-        a = self.acct
-        span = max(self.now - start, 1e-9)
-        gpus = a.total_gpus
-        hours = a.slot_time.reshape(24, -1).sum(axis=1) if self.state.slots % 24 == 0 else None
-        peak_u = valley_u = None
-        peak_h = valley_h = None
-        if hours is not None and hours.sum() > 0:
-            hu = a.slot_util.reshape(24, -1).sum(axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                per_hour = np.where(hours > 0, hu / hours / gpus, np.nan)
-            if np.isfinite(per_hour).any():
-                peak_h = int(np.nanargmax(per_hour))
-                valley_h = int(np.nanargmin(per_hour))
-                peak_u, valley_u = float(per_hour[peak_h]), float(per_hour[valley_h])
-        trained = self.completed["training"]
-        unfinished = self.queued + sum(
-            1 for j in self.state.running
-            if self.runs[j].job.kind == "training")
-        figures: dict[str, float | int | None] = {
-            "gpu_allocation_rate": a.alloc_s / (gpus * span),
-            "mean_gpu_utilization": a.util_s / (gpus * span),
-            "peak_hour": peak_h,
-            "peak_hour_gpu_utilization": peak_u,
-            "valley_hour": valley_h,
-            "valley_hour_gpu_utilization": valley_u,
-            "occupied_gpu_hours": a.occupied_s / 3600.0,
-            "peak_occupied_gpus": a.peak_occupied,
-            "cost": a.cost,
-            "cost_per_experiment": (a.cost / trained) if trained else None,
-            "completed_training_jobs": trained,
-            "completed_inference_jobs": self.completed["inference"],
-            "queue_delay_p50_s": _pct(self.queue_delays, 50),
-            "queue_delay_p95_s": _pct(self.queue_delays, 95),
-            "queue_delay_p99_s": _pct(self.queue_delays, 99),
-            "training_queue_delay_p95_s": _pct(self.training_queue_delays, 95),
-            "jct_mean_s": float(np.mean(self.jcts)) if self.jcts else None,
-            "jct_p95_s": _pct(self.jcts, 95),
-            "makespan_s": (self.last_training_end - start) if self.last_training_end else None,
-            "slo_risk_slot_minutes": a.risk_s / 60.0,
-            "preemptions": self.preemptions,
-            "planned_preemptions": self.planned_moves,
-            "preempted_gpu_hours_lost": self.lost_gpu_s / 3600.0,
-            "unschedulable_jobs": len(self.unschedulable),
-            "unfinished_jobs": unfinished,
-            "simulated_seconds": span,
-            "events": self.events,
-            "wall_seconds": wall,
-            "events_per_second": self.events / wall if wall > 0 else None,
-        }
-        figures |= training_figures(self)
-        for hook in self.hooks:
-            figures |= hook.figures()
-        warnings = list(self.warnings)
-        if self.unschedulable:
-            shown = ", ".join(self.unschedulable[:5])
-            more = f" and {len(self.unschedulable) - 5} more" if len(self.unschedulable) > 5 else ""
-            warnings.append(f"{len(self.unschedulable)} job(s) can never fit any node of this "
-                            f"cluster and were not scheduled: {shown}{more}")
-        return SimResult(self.policy.name, figures, a.timeline, warnings, self.placements)
-
 
 def simulate(trace: Trace, cluster: Cluster, policy: Policy, config: SimConfig | None = None,
              colocation: ColocationModel = BUILTIN,

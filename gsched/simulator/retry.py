@@ -53,9 +53,16 @@ class RetryFilter:
             # share the job reserves (fit_mask demands it too): the need-th largest share.
             if job.num_gpu > self.state.max_gpus:
                 return False
-            col, floor = self.state.kth_free[job.num_gpu - 1], reserve - EPS
+            st = self.state
+            col, floor = st.kth_free[job.num_gpu - 1], reserve - EPS
             item = col.item  # a Python float per node, no numpy scalar
             if not any(item(n) >= floor for n in fresh):
                 return False
+            if (not job.cpu_milli and not job.memory_mib and not job.gpu_mem_mib
+                    and not np.count_nonzero(st.blocked)):
+                # GPU share alone decides (`fit_mask`'s common case): the test above was
+                # the whole answer but for the job's static mask (GPU model and count)
+                static = st.static_mask(job).item
+                return any(static(n) and item(n) >= floor for n in fresh)
         nodes = np.fromiter(fresh, dtype=np.int64)
         return bool(np.count_nonzero(self.state.fit_mask(job, reserve, nodes)))

@@ -97,23 +97,27 @@ def find_victims(policy: Policy, state: ClusterState, job: Job,
 
 def _victims_on_row(state: ClusterState, job: Job, reserve: float, n: int,
                     order: list[str]) -> list[str] | None:
-    """Evict in `order` on a copy of node n's row until the job fits (request view)."""
-    free = state.free[n].copy()
-    gmem = state.gpu_mem_free[n].copy()
-    cpu, mem = state.cpu_free[n], state.mem_free[n]
-    cpu_ok = state.cpu_unlimited[n]
-    mem_ok = state.mem_unlimited[n]
-    valid = state.gpu_valid[n]
+    """Evict in `order` on a copy of node n's row until the job fits (request view).
+
+    The row is a few GPUs: plain Python floats, the same additions numpy would make."""
+    free = state.free[n].tolist()
+    gmem = state.gpu_mem_free[n].tolist()
+    cpu, mem = state.cpu_free.item(n), state.mem_free.item(n)
+    cpu_ok = state.cpu_unlimited.item(n)
+    mem_ok = state.mem_unlimited.item(n)
+    real = range(state.gpu_counts[n])  # the node's GPUs (padding ones never fit)
+    floor, need = reserve - EPS, job.gpu_mem_mib
     chosen: list[str] = []
     for jid in order:
         r = state.running[jid]
-        gpus = list(r.placement.gpus)
-        free[gpus] += r.placement.reserved
-        gmem[gpus] += r.job.gpu_mem_mib
+        share, gpu_mem = r.placement.reserved, r.job.gpu_mem_mib
+        for g in r.placement.gpus:
+            free[g] += share
+            gmem[g] += gpu_mem
         cpu += r.job.cpu_milli
         mem += r.job.memory_mib
         chosen.append(jid)
-        fits = ((free >= reserve - EPS) & (gmem >= job.gpu_mem_mib) & valid).sum()
+        fits = sum(1 for g in real if free[g] >= floor and gmem[g] >= need)
         if (fits >= job.num_gpu and (cpu_ok or cpu >= job.cpu_milli - EPS)
                 and (mem_ok or mem >= job.memory_mib - EPS)):
             return chosen

@@ -23,6 +23,24 @@ from gsched.models import DAY_SECONDS, DEFAULT_SLOTS, Cluster, Job
 
 EPS = 1e-9
 
+_INDEX: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def gpu_index(gpus: tuple[int, ...] | list[int] | np.ndarray) -> np.ndarray:
+    """GPU indices as the int64 array the kernels take (one compiled version for any
+    number of GPUs), kept per tuple: a replay uses the same few hundred over and over.
+    An int64 array is taken as it is."""
+    if type(gpus) is np.ndarray and gpus.dtype == np.int64:
+        return gpus
+    key = gpus if type(gpus) is tuple else tuple(int(g) for g in gpus)
+    index = _INDEX.get(key)
+    if index is None:
+        index = np.array(key, dtype=np.int64)
+        index.flags.writeable = False
+        if len(_INDEX) < 65_536:  # (bounded: orders of up to 16 GPUs are few in practice)
+            _INDEX[key] = index
+    return index
+
 
 class Reason(IntEnum):
     """Why a job does not fit a node; 0 means it fits."""
@@ -92,6 +110,11 @@ class ClusterState:
     def __init__(self, cluster: Cluster, slots: int = DEFAULT_SLOTS) -> None:
         self.cluster = cluster
         self.slots = slots
+        # the compiled allocate/release (numba), imported with the first state: a process
+        # that never builds one does not pay numba's import
+        from gsched.scheduler.policies import state_kernels
+
+        self._kernels = state_kernels
         nodes = cluster.nodes
         n = len(nodes)
         self.n_nodes = n
@@ -101,8 +124,6 @@ class ClusterState:
         self.gpu_count = np.array([nd.gpu_count for nd in nodes], dtype=np.int64)
         self.gpu_counts: list[int] = self.gpu_count.tolist()
         self.gpu_valid = np.arange(self.max_gpus)[None, :] < self.gpu_count[:, None]
-        #: nodes with no padding GPUs (every GPU column is real)
-        self._full_row: list[bool] = (self.gpu_count == self.max_gpus).tolist()
         self.gpu_mem_total = np.array([nd.gpu_memory_mib for nd in nodes], dtype=np.float64)
         self.cpu_total = np.array([nd.cpu_milli for nd in nodes], dtype=np.float64)
         self.mem_total = np.array([nd.memory_mib for nd in nodes], dtype=np.float64)
@@ -119,31 +140,43 @@ class ClusterState:
         self.has_gpus = self.gpu_count > 0
         self.all_have_gpus = bool(self.has_gpus.all())
         self.gpu_count_or_1 = np.maximum(self.gpu_count, 1)
-        self.free = np.where(self.gpu_valid, 1.0, -1.0)
-        self.gpu_mem_free = np.where(self.gpu_valid, self.gpu_mem_total[:, None], -1.0)
+        g_max = self.max_gpus
+        # The per-GPU arrays are views of a few packed ones (`_gpu_f`, `_gpu_i`, `_loads`,
+        # `_agg`), so the compiled kernels take five arrays, not twelve; they are only
+        # ever updated in place, never rebound.
+        self._gpu_f = np.empty((3, n, g_max), dtype=np.float64)
+        self.free = self._gpu_f[0]
+        self.free[:] = np.where(self.gpu_valid, 1.0, -1.0)
+        self.gpu_mem_free = self._gpu_f[1]
+        self.gpu_mem_free[:] = np.where(self.gpu_valid, self.gpu_mem_total[:, None], -1.0)
         self.cpu_free = self.cpu_total.copy()
         self.mem_free = self.mem_total.copy()
-        self.load = np.zeros((n, self.max_gpus, slots), dtype=np.float64)
+        self._loads = np.zeros((2, n, g_max, slots), dtype=np.float64)
+        self.load = self._loads[0]
         #: the part of `load` from preemptible jobs (the tidal policy can move it out).
-        self.preemptible_load = np.zeros((n, self.max_gpus, slots), dtype=np.float64)
+        self.preemptible_load = self._loads[1]
         #: the part of the reservations held by preemptible jobs (what eviction can free).
-        self.preemptible_reserved = np.zeros((n, self.max_gpus), dtype=np.float64)
+        self.preemptible_reserved = self._gpu_f[2]
+        self.preemptible_reserved[:] = 0.0
         #: ids of the jobs on each node, in start order.
         self.node_jobs: list[dict[str, None]] = [{} for _ in range(n)]
-        self.jobs_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
-        self.inference_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
+        self._gpu_i = np.zeros((3, n, g_max), dtype=np.int64)
+        self.jobs_on_gpu = self._gpu_i[0]
+        self.inference_on_gpu = self._gpu_i[1]
         #: inference whose load is a forecast (a daily profile): what headroom guards
-        self.forecast_on_gpu = np.zeros((n, self.max_gpus), dtype=np.int64)
+        self.forecast_on_gpu = self._gpu_i[2]
         self.running: dict[str, Running] = {}
         # -- per-node aggregates, refreshed from the node's row whenever it changes -------
-        # (`_refresh_node`; recomputed by the same expression as over the whole grid, so
+        # (`state_kernels.refresh_node`; the same sum as `sum(axis=1)` over the grid, so
         # they equal a from-scratch computation bit for bit, never a running float sum)
-        #: reserved share per node: what `node_gpu_alloc` returns, without the grid scan.
-        self.node_alloc = np.zeros(n, dtype=np.float64)
+        self._agg = np.zeros((g_max + 1, n), dtype=np.float64)
         #: `kth_free[k - 1, n]`: node n's k-th largest free share (padding GPUs hold -1): a
         #: node has k GPUs with at least x free exactly when `kth_free[k - 1, n] >= x`
         #: (GPU-major, so one k is a contiguous vector over nodes)
-        self.kth_free = np.sort(self.free, axis=1)[:, ::-1].T.copy()
+        self.kth_free = self._agg[:g_max]
+        self.kth_free[:] = np.sort(self.free, axis=1)[:, ::-1].T
+        #: reserved share per node: what `node_gpu_alloc` returns, without the grid scan.
+        self.node_alloc = self._agg[g_max]
         self._keys: dict[int, tuple[int, bytes]] = {}  # node -> (version, node_key)
         #: bumped whenever a node changes, so policies can cache per-node work.
         self.node_version = np.zeros(n, dtype=np.int64)
@@ -293,74 +326,49 @@ class ClusterState:
 
     # --------------------------------------------------------------- mutations
     def allocate(self, job: Job, placement: Placement, load: np.ndarray | None = None) -> None:
-        """Book `placement` for `job`. `load` is its per-GPU daily load (defaults to profile)."""
+        """Book `placement` for `job`. `load` is its per-GPU daily load (defaults to profile).
+
+        The GPU arrays and the node's aggregates change in one compiled call
+        (`state_kernels.book`: the same arithmetic as numpy's, bit for bit)."""
         if job.id in self.running:
             raise ValueError(f"job {job.id} is already placed")
         if load is None:
             load = job.load_profile(self.slots) if job.num_gpu else np.zeros(self.slots)
         n, gpus = placement.node, placement.gpus
         if gpus:
-            # One GPU (most jobs): a plain index updates views in place, no fancy indexing.
-            g = gpus[0] if len(gpus) == 1 else list(gpus)
-            self.free[n, g] -= placement.reserved
-            if job.gpu_mem_mib:  # (subtracting 0 changes nothing: skipped, like below)
-                self.gpu_mem_free[n, g] -= job.gpu_mem_mib
-            self.load[n, g] += load
-            if job.preemptible:
-                self.preemptible_load[n, g] += load
-                self.preemptible_reserved[n, g] += placement.reserved
-            self.jobs_on_gpu[n, g] += 1
-            if job.kind == "inference":
-                self.inference_on_gpu[n, g] += 1
-                if job.profile is not None:
-                    self.forecast_on_gpu[n, g] += 1
+            load = self._checked_load(load)
+            self._kernels.book(
+                self._gpu_f, self._gpu_i, self._loads, self._agg, self.node_version,
+                self.gpu_valid, n, gpu_index(gpus), float(placement.reserved),
+                float(job.gpu_mem_mib), load, job.preemptible, job.kind == "inference",
+                job.profile is not None)
+        else:
+            self.node_version[n] += 1
         if job.cpu_milli:
             self.cpu_free[n] -= job.cpu_milli
         if job.memory_mib:
             self.mem_free[n] -= job.memory_mib
-        if gpus:
-            self._refresh_node(n)
-        self.node_version[n] += 1
         self.running[job.id] = Running(job, placement, load)
         self.node_jobs[n][job.id] = None
 
     def release(self, job_id: str) -> Running:
-        """Undo a placement; returns what was released."""
+        """Undo a placement; returns what was released (`state_kernels.unbook`)."""
         r = self.running.pop(job_id)
         n, gpus = r.placement.node, r.placement.gpus
         del self.node_jobs[n][job_id]
+        job = r.job
         if gpus:
-            g = gpus[0] if len(gpus) == 1 else list(gpus)
-            # GPUs this job was alone on are snapped back to exactly empty (no float dust
-            # from += / -=): the reset overwrites what the arithmetic would have made.
-            last = (self.jobs_on_gpu.item(n, g) == 1 if len(gpus) == 1
-                    else bool((self.jobs_on_gpu[n, g] == 1).all()))
-            if not last:
-                self.free[n, g] += r.placement.reserved
-                if r.job.gpu_mem_mib:
-                    self.gpu_mem_free[n, g] += r.job.gpu_mem_mib
-                self.load[n, g] -= r.load
-                if r.job.preemptible:
-                    self.preemptible_load[n, g] -= r.load
-                    self.preemptible_reserved[n, g] -= r.placement.reserved
-            self.jobs_on_gpu[n, g] -= 1
-            if r.job.kind == "inference":
-                self.inference_on_gpu[n, g] -= 1
-                if r.job.profile is not None:
-                    self.forecast_on_gpu[n, g] -= 1
-            if last:
-                self._reset_gpus(n, g)
-            elif len(gpus) > 1:  # some of its GPUs are empty now, some still shared
-                empty = np.array(gpus)[self.jobs_on_gpu[n, g] == 0]
-                if len(empty):
-                    self._reset_gpus(n, empty)
-        if r.job.cpu_milli:
-            self.cpu_free[n] += r.job.cpu_milli
-        if r.job.memory_mib:
-            self.mem_free[n] += r.job.memory_mib
-        if gpus:
-            self._refresh_node(n)
-        self.node_version[n] += 1
+            self._kernels.unbook(
+                self._gpu_f, self._gpu_i, self._loads, self._agg, self.node_version,
+                self.gpu_valid, self.gpu_mem_total, n, gpu_index(gpus),
+                float(r.placement.reserved), float(job.gpu_mem_mib), r.load,
+                job.preemptible, job.kind == "inference", job.profile is not None)
+        else:
+            self.node_version[n] += 1
+        if job.cpu_milli:
+            self.cpu_free[n] += job.cpu_milli
+        if job.memory_mib:
+            self.mem_free[n] += job.memory_mib
         return r
 
     def rebook(self, job_id: str, load: np.ndarray) -> None:
@@ -368,6 +376,7 @@ class ClusterState:
         in flight, e.g. shifted because the day runs late)."""
         r = self.running[job_id]
         n, gpus = r.placement.node, list(r.placement.gpus)
+        load = self._checked_load(load)
         if gpus:
             delta = load - r.load
             self.load[n, gpus] += delta
@@ -375,6 +384,16 @@ class ClusterState:
                 self.preemptible_load[n, gpus] += delta
             self.node_version[n] += 1
         r.load = load
+
+    def _checked_load(self, load: np.ndarray) -> np.ndarray:
+        """The compiled kernels index without bounds checks: a profile must be an array
+        of one value per slot."""
+        if type(load) is not np.ndarray:
+            load = np.asarray(load, dtype=np.float64)
+        if load.shape != (self.slots,):
+            raise ValueError(f"a job's load must have {self.slots} slots, got shape "
+                             f"{load.shape}")
+        return load
 
     def node_key(self, n: int) -> bytes:
         """Node n's request view as bytes (free shares with padding, GPU memory, CPU,
@@ -388,22 +407,3 @@ class ClusterState:
                         self.cpu_free[n:n + 1].tobytes(), self.mem_free[n:n + 1].tobytes()))
         self._keys[n] = (version, key)
         return key
-
-    def _refresh_node(self, n: int) -> None:
-        """Recompute node n's aggregates from its row (after its GPUs changed)."""
-        row = self.free[n]
-        # the 1-D sum of a row adds in the same order as `sum(axis=1)` over the grid
-        # (`np.add.reduce` is what `ndarray.sum` calls, without its Python wrapper)
-        used = 1.0 - row if self._full_row[n] else np.where(self.gpu_valid[n], 1.0 - row, 0.0)
-        self.node_alloc[n] = np.add.reduce(used)
-        ordered = row.copy()  # what `np.sort` does, without its Python wrapper
-        ordered.sort()
-        self.kth_free[:, n] = ordered[::-1]
-
-    def _reset_gpus(self, n: int, idx: int | np.ndarray) -> None:
-        """Snap emptied GPUs back to exactly empty (no float dust from += / -=)."""
-        self.free[n, idx] = 1.0
-        self.gpu_mem_free[n, idx] = self.gpu_mem_total[n]
-        self.load[n, idx] = 0.0
-        self.preemptible_load[n, idx] = 0.0
-        self.preemptible_reserved[n, idx] = 0.0
