@@ -139,6 +139,16 @@ def test_history_groups_multi_gpu_workloads_per_timestamp() -> None:
     assert h.has_report("r-00000001")
 
 
+def deliver(svc: IngestService, t: np.ndarray, util: np.ndarray) -> None:
+    """Samples of workload ns/svc on one GPU, delivered in reports of twelve."""
+    for i in range(0, len(t), 12):
+        r = Report(report_id=f"r-{i:08d}", node="n1", created_at=float(t[i] + 3600),
+                   workloads=[Series(gpu="GPU-0", index=0, workload="ns/svc",
+                                     t=[float(x) for x in t[i:i + 12]],
+                                     util=[float(x) for x in util[i:i + 12]])])
+        assert svc.handle(body(r), AUTH)[0] == 200
+
+
 def test_profiles_are_learned_from_ingested_history(svc: IngestService) -> None:
     # Two days of a workload busy (0.9) from 12:00 to 18:00 and idle (0.1) otherwise,
     # sampled every 5 minutes, delivered in hourly reports.
@@ -148,12 +158,7 @@ def test_profiles_are_learned_from_ingested_history(svc: IngestService) -> None:
     t = np.arange(0, 2 * DAY_SECONDS, step)
     busy = ((t % DAY_SECONDS) >= 12 * 3600) & ((t % DAY_SECONDS) < 18 * 3600)
     util = np.where(busy, 0.9, 0.1)
-    for i in range(0, len(t), 12):
-        r = Report(report_id=f"r-{i:08d}", node="n1", created_at=float(t[i] + 3600),
-                   workloads=[Series(gpu="GPU-0", index=0, workload="ns/svc",
-                                     t=[float(x) for x in t[i:i + 12]],
-                                     util=[float(x) for x in util[i:i + 12]])])
-        assert svc.handle(body(r), AUTH)[0] == 200
+    deliver(svc, t, util)
     learned = svc.refresh_profiles()
     prof = learned["ns/svc"]
     assert prof.source == "learned" and len(prof.values) == 96
@@ -237,12 +242,7 @@ def _ingest_days(svc: IngestService, days: int, seed: int = 0) -> None:
     level = 1.0 + rng.uniform(-0.3, 0.3, size=days)
     busy = ((t % DAY_SECONDS) >= 12 * 3600) & ((t % DAY_SECONDS) < 18 * 3600)
     util = np.where(busy, 0.5, 0.1) * level[(t // DAY_SECONDS).astype(int)]
-    for i in range(0, len(t), 12):
-        r = Report(report_id=f"r-{i:08d}", node="n1", created_at=float(t[i] + 3600),
-                   workloads=[Series(gpu="GPU-0", index=0, workload="ns/svc",
-                                     t=[float(x) for x in t[i:i + 12]],
-                                     util=[float(x) for x in util[i:i + 12]])])
-        assert svc.handle(body(r), AUTH)[0] == 200
+    deliver(svc, t, util)
 
 
 def test_a_profile_books_its_own_margin_once_held_back_days_exist(tmp_path: Path) -> None:
