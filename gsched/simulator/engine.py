@@ -69,6 +69,7 @@ class _Run:
     first_start: float | None = None
     run_start: float = 0.0
     actual: np.ndarray | None = None
+    source: Job | None = None  # the trace's job, where a hook booked it otherwise
     waiting: bool = False  # in a queue group (lazily deleted when started elsewhere)
 
 
@@ -138,7 +139,10 @@ class Simulation:
             self.placements.append((self.now, "start", job.id, st.node_names[n],
                                     tuple(gpus)))
         if self.actual is not st.load:
-            run.actual = self.config.deviation.actual_load(job, predicted)
+            src = run.source
+            run.actual = self.config.deviation.actual_load(
+                job, predicted) if src is None else self.config.deviation.actual_load(
+                src, src.load_profile(st.slots))
             self.actual[n, gpus, :] += run.actual
         self.acct.after_change(n, idx, before)
         if run.first_start is None:
@@ -403,7 +407,10 @@ class Simulation:
                     self.unschedulable.append(job.id)
                     continue
                 dur = job.duration if job.duration is not None else inf
-                run = _Run(job=job, remaining=dur)
+                src = job
+                for hook in self.hooks:  # re-phasing books a new service at the cluster's lag
+                    job = hook.admit(self, job)
+                run = _Run(job=job, remaining=dur, source=None if job is src else src)
                 runs[job.id] = run
                 self._enqueue(run)
                 arrived.append(run)

@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field
 from gsched.scheduler.policies.state import EPS
 
 if TYPE_CHECKING:  # the engine imports this module; only type names go the other way
+    from gsched.models import Job
     from gsched.simulator.engine import Simulation, _Run
 
 
@@ -189,6 +190,10 @@ class Guard:
     @staticmethod
     def _actual_of(sim: Simulation, run: _Run) -> np.ndarray:
         return run.actual if run.actual is not None else sim.state.running[run.job.id].load
+
+    def admit(self, sim: Simulation, job: Job) -> Job:
+        """Arrivals are booked as they come (re-phasing is `simulator/phase.py`'s)."""
+        return job
 
     def may_move(self, sim: Simulation, run: _Run, now: float) -> bool:
         """A planned move of a promised job waits until its window has run out, unless

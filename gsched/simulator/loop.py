@@ -1,7 +1,8 @@
 """The tidal loop's hooks into the simulator: the load guard and periodic re-plans.
 
 The engine knows hooks only as objects with `first_time(start)`, `next_time(t)`,
-`fire(sim, t) -> freed`, `on_slot(sim)` (the forecast's slot changed),
+`fire(sim, t) -> freed`, `on_slot(sim)` (the forecast's slot changed), `admit(sim, job)`
+(how an arrival is booked),
 `may_move(sim, run, now)` and `figures()`; this module builds the list a `SimConfig`
 asks for, so the engine stays a plain event loop.
 """
@@ -14,6 +15,7 @@ from gsched.simulator.guard import Guard
 from gsched.simulator.phase import PhaseTracker
 
 if TYPE_CHECKING:
+    from gsched.models import Job
     from gsched.simulator.engine import Simulation, _Run
 
 
@@ -22,6 +24,7 @@ class Hook(Protocol):
     def next_time(self, t: float) -> float: ...
     def fire(self, sim: Simulation, t: float) -> bool: ...
     def on_slot(self, sim: Simulation) -> None: ...
+    def admit(self, sim: Simulation, job: Job) -> Job: ...
     def may_move(self, sim: Simulation, run: _Run, now: float) -> bool: ...
     def figures(self) -> dict[str, float | int | None]: ...
 

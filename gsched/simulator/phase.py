@@ -5,10 +5,11 @@ window of measured load (its actual load here; its pod's usage in the agents' re
 a cluster, `extender/guard.py`) is handed to `policies.rephase.Rephasing`, which moves
 its booking when the forecast fits the last slots clearly better shifted. The policy's
 planned moves, the guard's forecast checks and the next placements then all see the day
-as it runs. A service too new for a window of its own is booked at the lag most measured
-services agree on (`Rephasing.consensus`). A service already running when the trace
-begins counts as measured the day before (its actual day repeats), as it would be on a
-cluster whose agents ran yesterday.
+as it runs. A service too new for a window of its own is booked at the lag most
+measured services agree on (`Rephasing.consensus`), and a new arrival is booked at that
+lag before it is placed (`admit`), so it shares GPUs on the same footing as the rest. A
+service already running when the trace begins counts as measured the day before (its
+actual day repeats), as it would be on a cluster whose agents ran yesterday.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 from gsched.scheduler.policies.rephase import Rephasing
 
 if TYPE_CHECKING:
+    from gsched.models import Job
     from gsched.simulator.engine import Simulation, _Run
 
 
@@ -42,6 +44,10 @@ class PhaseTracker:
     def may_move(self, sim: Simulation, run: _Run, now: float) -> bool:
         return True
 
+    def admit(self, sim: Simulation, job: Job) -> Job:
+        """A new service is booked at the cluster's lag (`Rephasing.arrival_view`)."""
+        return self.rephasing.arrival_view(job, sim.state.slots)
+
     def on_slot(self, sim: Simulation) -> None:
         st = sim.state
         if sim.actual is st.load:  # load is the forecast: nothing can run late
@@ -61,7 +67,7 @@ class PhaseTracker:
                 rp.update(st, jid, run.actual[idx], idx)
             else:
                 fresh.append(jid)
-        lag = rp.consensus()
+        lag = rp.settle()
         for jid in fresh:
             rp.adopt(st, jid, lag)
 

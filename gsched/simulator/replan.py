@@ -20,6 +20,7 @@ from gsched.scheduler.packing.replan import Replan, WorkItem, replan, window_loa
 from gsched.simulator.guard import GuardConfig
 
 if TYPE_CHECKING:
+    from gsched.models import Job
     from gsched.simulator.engine import Simulation, _Run
 
 
@@ -45,6 +46,10 @@ class Replanner:
 
     def next_time(self, t: float) -> float:
         return t + self.check_s
+
+    def admit(self, sim: Simulation, job: Job) -> Job:
+        """Arrivals are booked as they come (re-phasing is `simulator/phase.py`'s)."""
+        return job
 
     def on_slot(self, sim: Simulation) -> None:
         """Re-plans keep their own clock (`fire`); a slot change alone asks nothing."""

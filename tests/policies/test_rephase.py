@@ -99,3 +99,27 @@ def test_no_consensus_without_a_quorum_or_agreement() -> None:
     for k in range(4, 8):
         rp.update(st, f"svc{k}", bump(44)[WINDOW], WINDOW)
     assert rp.consensus() == 0  # four late, four on time: no two-thirds agreement
+
+
+def test_an_arrival_is_booked_at_the_cluster_lag_and_judged_from_there() -> None:
+    from gsched.models import Job
+    from gsched.scheduler.policies.rephase import Rephasing
+    from gsched.scheduler.policies.state import Placement
+
+    st = _state_with_services(6)
+    rp = Rephasing()
+    for k in range(6):
+        rp.update(st, f"svc{k}", np.roll(bump(44), 4)[WINDOW], WINDOW)
+    train = Job(id="t", kind="training", submit_time=0, duration=10.0, utilization=0.5)
+    assert rp.arrival_view(train, 96) is train and rp.settle() == 4
+    new = Job(id="new", kind="inference", submit_time=0, profile=bump(44), priority=100)
+    view = rp.arrival_view(new, 96)
+    assert np.allclose(view.profile, np.roll(bump(44), 4)) and view.profile_name == "new@lag4"
+    st.allocate(view, Placement(0, (6,), 1.0))
+    assert not rp.adopt(st, "new", 4)  # already booked at the lag: nothing to move
+    assert rp.tracked["new"][2] == 4 and np.allclose(rp.tracked["new"][1], bump(44))
+    # its own window agrees: it stays where it is
+    assert not rp.update(st, "new", np.roll(bump(44), 4)[WINDOW], WINDOW)
+    # on time after all: its own window moves it back to no lag
+    assert rp.update(st, "new", bump(44)[WINDOW], WINDOW)
+    assert np.allclose(st.running["new"].load, bump(44))

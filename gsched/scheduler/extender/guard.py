@@ -33,6 +33,7 @@ runs the same rule at the same interval (`gsched/simulator/guard.py`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -80,6 +81,8 @@ class LoadGuard(PeriodicStep):
         self._checked_slot: int | None = None
         #: per-pod measured days, and the bookings they shift (None: off)
         self.rephaser = LiveRephaser() if rephase else None
+        if self.rephaser is not None:
+            extender.arrival_view = functools.partial(self.rephaser.arrival, extender)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -5,17 +5,25 @@ each pod's mean per slot for the last few slots and, at each slot change, hands 
 running inference pods with a daily profile to `policies.rephase.Rephasing`, the same
 code the simulator runs: a pod whose day clearly runs late (or early) is booked at its
 forecast shifted, so the planner's moves, the guard's forecast checks and the next
-placements see the day as it runs. The load guard owns one and calls it from its report
-handler and its slot step (extender/guard.py).
+placements see the day as it runs. New pods are booked at the lag most measured
+services agree on (`arrival`, through `Extender.arrival_view`). The load guard owns one
+and calls it from its report handler and its slot step (extender/guard.py).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gsched.agents.model import Report
 from gsched.scheduler.policies.rephase import Rephasing
 from gsched.scheduler.policies.state import ClusterState
+
+if TYPE_CHECKING:
+    from gsched.scheduler.extender.pods import PodJob
+    from gsched.scheduler.extender.verbs import Extender
 
 PodKey = tuple[str, str]  # (namespace, name)
 
@@ -43,6 +51,14 @@ class LiveRephaser:
             for k in [k for k in b if k < newest - keep]:
                 del b[k]
 
+    def arrival(self, ext: Extender, pj: PodJob) -> PodJob:
+        """A pod not yet placed, booked at the cluster's lag (`Extender.arrival_view`):
+        a new service shares GPUs on the same footing as services already booked late."""
+        if not self.rephasing.cluster_lag or pj.uid in ext.placed:
+            return pj
+        job = self.rephasing.arrival_view(pj.job, ext.state.slots)
+        return pj if job is pj.job else dataclasses.replace(pj, job=job)
+
     def on_slot(self, state: ClusterState, pods: dict[str, PodKey]) -> int:
         """At a slot change (`state.now` in the new slot; lock held): re-book the running
         inference pods (`pods`: uid -> namespace/name) whose measured day says so.
@@ -63,7 +79,7 @@ class LiveRephaser:
                 continue
             measured = np.array([b[int(k)][0] / b[int(k)][1] for k in window])
             moved += rp.update(state, uid, measured, idx)
-        lag = rp.consensus()  # the cluster's day, for pods too new for their own
+        lag = rp.settle()  # the cluster's day, for pods too new for their own
         moved += sum(rp.adopt(state, uid, lag) for uid in fresh)
         rp.forget(set(state.running))
         live = set(pods.values())

@@ -103,6 +103,7 @@ class Extender:
         self.clock = clock
         self.lock = threading.RLock()
         self.pod_cache = podlib.PodCache()
+        self.arrival_view = lambda pj: pj  # how a new pod is booked (re-phasing sets it)
         #: pods seen in filter/prioritize, by UID: what bind needs (it only gets names)
         self._pending: OrderedDict[str, podlib.PodJob] = OrderedDict()
         self._pending_max = 4096
@@ -133,7 +134,7 @@ class Extender:
         self.pod_cache.clear()
 
     def translate(self, pod: Mapping[str, Any]) -> podlib.PodJob:
-        return self.pod_cache.get(pod, self.profile, self.priority_classes)
+        return self.arrival_view(self.pod_cache.get(pod, self.profile, self.priority_classes))
 
     def rebuild(self, cluster: Cluster, pods: Iterable[podlib.PodJob]) -> None:
         """Start over from an inventory and the pods that hold resources (a relist)."""

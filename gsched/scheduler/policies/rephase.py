@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from gsched.models import Job
     from gsched.scheduler.policies.state import ClusterState, Running
 
 
@@ -67,7 +68,37 @@ class Rephasing:
         self.tracked: dict[str, tuple[Running, np.ndarray, int]] = {}
         #: jobs whose lag rests on their own measured window (not the consensus)
         self.measured: set[str] = set()
+        #: the consensus as of the last slot change (`settle`), what arrivals book at
+        self.cluster_lag = 0
+        #: job id -> the lag a new job was booked at on arrival (`arrival_view`)
+        self.arrived: dict[str, int] = {}
         self.rephased = 0
+
+    def settle(self) -> int:
+        """Fix the consensus for arrivals until the next slot change; returns it."""
+        self.cluster_lag = self.consensus()
+        return self.cluster_lag
+
+    def arrival_view(self, job: Job, slots: int) -> Job:
+        """`job` as a new arrival should be booked: a service with a daily profile at
+        the cluster's lag (its profile shifted), so it is placed beside services already
+        booked late on the same footing. Other jobs, and every job while the cluster's
+        day is on time, as they are."""
+        lag = self.cluster_lag
+        if lag == 0 or job.kind != "inference" or job.profile is None:
+            return job
+        if len(self.arrived) >= 10_000:  # seen in a filter, never placed: forget oldest
+            del self.arrived[next(iter(self.arrived))]
+        self.arrived[job.id] = lag
+        k = round(lag * len(job.profile) / slots)
+        return job.model_copy(update={
+            "profile": np.roll(job.profile, k),
+            "profile_name": f"{job.profile_name or job.id}@lag{lag}"})
+
+    def _first_sight(self, r: Running, job_id: str) -> tuple[Running, np.ndarray, int]:
+        """(record, booking with no lag, lag booked) of a job not tracked yet."""
+        lag = self.arrived.pop(job_id, 0)
+        return (r, np.roll(r.load, -lag), lag)
 
     def consensus(self) -> int:
         """The lag most measured services agree on (a holiday, a clock change: whole
@@ -84,7 +115,12 @@ class Rephasing:
         its own window says otherwise, the cluster's day is its best guess."""
         r = state.running[job_id]
         seen = self.tracked.get(job_id)
-        if lag == 0 or (seen is not None and seen[0] is r):
+        if seen is not None and seen[0] is r:
+            return False
+        if job_id in self.arrived:  # booked at the cluster's lag when it arrived
+            self.tracked[job_id] = self._first_sight(r, job_id)
+            return False
+        if lag == 0:
             return False
         state.rebook(job_id, np.roll(r.load, lag))
         self.tracked[job_id] = (state.running[job_id], np.roll(state.running[job_id].load,
@@ -103,7 +139,7 @@ class Rephasing:
         r = state.running[job_id]
         seen = self.tracked.get(job_id)
         if seen is None or seen[0] is not r:
-            seen = (r, r.load.copy(), 0)
+            seen = self._first_sight(r, job_id)
         base, lag = seen[1], seen[2]
         new = phase_lag(measured, base, idx, current=lag, max_lag=self.max_lag)
         moved = new != lag
