@@ -7,9 +7,10 @@ GPU is over. The measured load of the last few slots, set against the forecast s
 by each candidate lag, says how late the day is running; a workload whose forecast is
 clearly better explained shifted is booked shifted for the rest of the day.
 
-Each lag's fit allows its own scale (least squares), so a booking carrying a margin over
-the forecast is not taken for a phase error, and only a clear gain moves the lag: the
-fit must halve the error of the lag in use and improve it by `min_error` in load units.
+Each lag's fit allows its own scale (least squares, within 0.5-2x), so a booking
+carrying a margin over the forecast is not taken for a phase error, and only a clear
+gain moves the lag: the fit must halve the error of the lag in use and improve it by
+`min_error` in load units.
 Among equally good lags the one nearest the lag in use wins (then the one nearest zero),
 so a late rise is followed a slot at a time and a flat stretch (every lag fits) changes
 nothing.
@@ -20,6 +21,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+#: a shift's fitted scale stays within these: a margin or a quiet day, not "no load at
+#: all" (scale 0 would fit a silent window to any shape, a peak that never came)
+SCALE_MIN, SCALE_MAX = 0.5, 2.0
 
 if TYPE_CHECKING:
     from gsched.models import Job
@@ -35,7 +40,8 @@ def fit_errors(measured: np.ndarray, forecast: np.ndarray, slots: np.ndarray,
     lags = np.arange(-max_lag, max_lag + 1)
     shifted = f[(slots[None, :] - lags[:, None]) % len(f)]  # (lags, window)
     bb = (shifted * shifted).sum(axis=1)
-    scale = np.divide(shifted @ m, bb, out=np.zeros(len(lags)), where=bb > 1e-12)
+    scale = np.divide(shifted @ m, bb, out=np.ones(len(lags)), where=bb > 1e-12)
+    scale = np.clip(scale, SCALE_MIN, SCALE_MAX)
     resid = m[None, :] - scale[:, None] * shifted
     return np.sqrt((resid * resid).mean(axis=1))
 
