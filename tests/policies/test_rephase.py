@@ -123,3 +123,13 @@ def test_an_arrival_is_booked_at_the_cluster_lag_and_judged_from_there() -> None
     # on time after all: its own window moves it back to no lag
     assert rp.update(st, "new", bump(44)[WINDOW], WINDOW)
     assert np.allclose(st.running["new"].load, bump(44))
+
+
+def test_a_silent_window_does_not_fit_a_peak_that_never_came() -> None:
+    """The forecast's bump sits in the window but the service measured nothing there:
+    scaling the forecast to zero would fit it at no lag. Scales stay within 0.5-2x, so
+    the bump is read as late and the booking moves past the window."""
+    f = np.full(96, 0.0)
+    f[62:65] = 0.6
+    w = np.arange(58, 66)
+    assert phase_lag(np.zeros(8), f, w) >= 4  # the bump moved past the window's end
