@@ -139,10 +139,9 @@ class Simulation:
             self.placements.append((self.now, "start", job.id, st.node_names[n],
                                     tuple(gpus)))
         if self.actual is not st.load:
-            src = run.source
+            src = run.source  # the load really comes from the trace's job
             run.actual = self.config.deviation.actual_load(
-                job, predicted) if src is None else self.config.deviation.actual_load(
-                src, src.load_profile(st.slots))
+                src or job, predicted if src is None else src.load_profile(st.slots))
             self.actual[n, gpus, :] += run.actual
         self.acct.after_change(n, idx, before)
         if run.first_start is None:

@@ -41,9 +41,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from gsched.scheduler.policies.state import EPS
+from gsched.simulator.hook import LoopHook
 
 if TYPE_CHECKING:  # the engine imports this module; only type names go the other way
-    from gsched.models import Job
     from gsched.simulator.engine import Simulation, _Run
 
 
@@ -76,7 +76,7 @@ class GuardConfig(BaseModel):
                                          "move (the guard may still evict)")
 
 
-class Guard:
+class Guard(LoopHook):
     """The guard hook of one simulation; see the module docstring."""
 
     def __init__(self, config: GuardConfig) -> None:
@@ -118,10 +118,11 @@ class Guard:
         evicted. True when capacity was freed or reopened (the queue should retry)."""
         st = sim.state
         meas = self.measured(sim)
-        self._last_measured = meas.copy()
-        self._last_booked = st.load[:, :, st.current_slot].copy()
-        self._last_slot = st.current_slot
         cfg = self.config
+        if cfg.verify_valleys:  # what `on_slot` compares the next slot's forecast with
+            self._last_measured = meas.copy()
+            self._last_booked = st.load[:, :, st.current_slot].copy()
+            self._last_slot = st.current_slot
         infer = st.inference_on_gpu > 0
         over = (meas > cfg.safe_line + EPS) & infer
         hot = infer & ((meas > cfg.recede_line + EPS)
@@ -176,7 +177,7 @@ class Guard:
         Work that left a GPU since that report (a planned move at this boundary) is taken
         off the measurement at its booked load, so a GPU is not closed for emptying."""
         cfg = self.config
-        if not cfg.verify_valleys or self._last_measured is None:
+        if self._last_measured is None:
             return
         st = sim.state
         still = self._last_measured + (st.load[:, :, self._last_slot] - self._last_booked)
@@ -190,10 +191,6 @@ class Guard:
     @staticmethod
     def _actual_of(sim: Simulation, run: _Run) -> np.ndarray:
         return run.actual if run.actual is not None else sim.state.running[run.job.id].load
-
-    def admit(self, sim: Simulation, job: Job) -> Job:
-        """Arrivals are booked as they come (re-phasing is `simulator/phase.py`'s)."""
-        return job
 
     def may_move(self, sim: Simulation, run: _Run, now: float) -> bool:
         """A planned move of a promised job waits until its window has run out, unless

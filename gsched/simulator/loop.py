@@ -1,38 +1,25 @@
 """The tidal loop's hooks into the simulator: the load guard and periodic re-plans.
 
-The engine knows hooks only as objects with `first_time(start)`, `next_time(t)`,
-`fire(sim, t) -> freed`, `on_slot(sim)` (the forecast's slot changed), `admit(sim, job)`
-(how an arrival is booked),
-`may_move(sim, run, now)` and `figures()`; this module builds the list a `SimConfig`
-asks for, so the engine stays a plain event loop.
+The engine knows hooks only through `hook.LoopHook`'s methods; this module builds the
+list a `SimConfig` asks for, so the engine stays a plain event loop.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from gsched.simulator.guard import Guard
+from gsched.simulator.hook import LoopHook
 from gsched.simulator.phase import PhaseTracker
 
 if TYPE_CHECKING:
-    from gsched.models import Job
-    from gsched.simulator.engine import Simulation, _Run
+    from gsched.simulator.engine import Simulation
 
 
-class Hook(Protocol):
-    def first_time(self, start: float) -> float: ...
-    def next_time(self, t: float) -> float: ...
-    def fire(self, sim: Simulation, t: float) -> bool: ...
-    def on_slot(self, sim: Simulation) -> None: ...
-    def admit(self, sim: Simulation, job: Job) -> Job: ...
-    def may_move(self, sim: Simulation, run: _Run, now: float) -> bool: ...
-    def figures(self) -> dict[str, float | int | None]: ...
-
-
-def make_hooks(sim: Simulation) -> list[Hook]:
+def make_hooks(sim: Simulation) -> list[LoopHook]:
     """The guard and re-phasing (when configured), the re-planner (with `replan_every_s`)."""
     cfg = sim.config
-    hooks: list[Hook] = []
+    hooks: list[LoopHook] = []
     if cfg.guard is not None:
         hooks.append(Guard(cfg.guard))
         if cfg.guard.rephase:  # after the guard's boundary check, which reads old bookings

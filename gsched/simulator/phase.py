@@ -18,13 +18,14 @@ import math
 from typing import TYPE_CHECKING
 
 from gsched.scheduler.policies.rephase import Rephasing
+from gsched.simulator.hook import LoopHook
 
 if TYPE_CHECKING:
     from gsched.models import Job
-    from gsched.simulator.engine import Simulation, _Run
+    from gsched.simulator.engine import Simulation
 
 
-class PhaseTracker:
+class PhaseTracker(LoopHook):
     """The re-phasing hook of one simulation (slot boundaries only; see the module)."""
 
     def __init__(self, window: int = 8, max_lag: int = 8) -> None:
@@ -34,15 +35,6 @@ class PhaseTracker:
     def first_time(self, start: float) -> float:
         self.start = start
         return math.inf  # nothing to do between slot boundaries
-
-    def next_time(self, t: float) -> float:
-        return math.inf
-
-    def fire(self, sim: Simulation, t: float) -> bool:
-        return False
-
-    def may_move(self, sim: Simulation, run: _Run, now: float) -> bool:
-        return True
 
     def admit(self, sim: Simulation, job: Job) -> Job:
         """A new service is booked at the cluster's lag (`Rephasing.arrival_view`)."""
@@ -56,9 +48,10 @@ class PhaseTracker:
         idx = rp.window_slots(st.current_slot, st.slots)
         need = rp.window * st.slot_seconds
         fresh = []
-        for jid, r in list(st.running.items()):
-            if r.job.kind != "inference" or r.job.profile is None:
-                continue
+        services = [jid for jid, r in st.running.items()
+                    if r.job.kind == "inference" and r.job.profile is not None]
+        rp.forget(set(services))  # the cluster's lag is that of the services running now
+        for jid in services:
             run = sim.runs[jid]
             if run.actual is None:
                 continue

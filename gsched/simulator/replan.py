@@ -18,13 +18,13 @@ import numpy as np
 
 from gsched.scheduler.packing.replan import Replan, WorkItem, replan, window_load
 from gsched.simulator.guard import GuardConfig
+from gsched.simulator.hook import LoopHook
 
 if TYPE_CHECKING:
-    from gsched.models import Job
     from gsched.simulator.engine import Simulation, _Run
 
 
-class Replanner:
+class Replanner(LoopHook):
     """The re-plan hook of one simulation; see the module docstring."""
 
     def __init__(self, every_s: float, guard: GuardConfig | None = None,
@@ -46,13 +46,6 @@ class Replanner:
 
     def next_time(self, t: float) -> float:
         return t + self.check_s
-
-    def admit(self, sim: Simulation, job: Job) -> Job:
-        """Arrivals are booked as they come (re-phasing is `simulator/phase.py`'s)."""
-        return job
-
-    def on_slot(self, sim: Simulation) -> None:
-        """Re-plans keep their own clock (`fire`); a slot change alone asks nothing."""
 
     def _due(self, sim: Simulation, t: float) -> bool:
         if t - self.last_plan >= self.every_s:
