@@ -11,6 +11,7 @@ a change's arithmetic is one compiled call before it and one after
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,17 @@ def slot_durations(t0: float, t1: float, slots: int) -> np.ndarray:
     return out
 
 
+class _Cell:
+    """A read-only attribute that is one cell of an array attribute, as a Python number
+    (`float` or `int`)."""
+
+    def __init__(self, array: str, index: int, kind: type = float) -> None:
+        self.array, self.index, self.kind = array, index, kind
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        return self.kind(getattr(obj, self.array).item(self.index))
+
+
 class Accounting:
     """Running sums for one simulation; see the module docstring."""
 
@@ -61,7 +73,7 @@ class Accounting:
         self.total_gpus = max(state.total_gpus, 1)
         self.node_price = state.node_price.astype(np.float64)
         #: the running sums a change moves (`accounting_kernels`: ALLOC_NOW, OCCUPIED_NOW,
-        #: COST_RATE in USD per second, PEAK occupied), read through the properties below
+        #: COST_RATE in USD per second, PEAK occupied), read through the cells below
         self.sums = np.zeros(4)
         #: per slot, the cluster's utilisation and overload if that slot were now
         self.by_slot = np.zeros((2, self.slots))
@@ -71,7 +83,7 @@ class Accounting:
         self._vecs = np.zeros((2, 2, self.slots))
         self._side0, self._vecs0 = self._sides[0], self._vecs[0]
         #: the integrals (`accounting_kernels`: ALLOC_S, UTIL_S, OCCUPIED_S, RISK_S, COST),
-        #: read through the properties below
+        #: read through the cells below
         self.totals = np.zeros(5)
         self.last_t: float | None = None
         #: per slot: seconds spent in it, and utilisation integrated over them
@@ -80,43 +92,16 @@ class Accounting:
         self.timeline: list[tuple[float, float, float]] = []
         self._last_sample = -np.inf
 
-    @property
-    def alloc_now(self) -> float:
-        """Allocated GPU share now (the sum over occupied GPUs)."""
-        return self.sums.item(ALLOC_NOW)
-
-    @property
-    def occupied_now(self) -> int:
-        return int(self.sums.item(OCCUPIED_NOW))
-
-    @property
-    def cost_rate(self) -> float:
-        """USD per second of the occupied GPUs."""
-        return self.sums.item(COST_RATE)
-
-    @property
-    def peak_occupied(self) -> int:
-        return int(self.sums.item(PEAK))
-
-    @property
-    def alloc_s(self) -> float:
-        return self.totals.item(ALLOC_S)
-
-    @property
-    def util_s(self) -> float:
-        return self.totals.item(UTIL_S)
-
-    @property
-    def occupied_s(self) -> float:
-        return self.totals.item(OCCUPIED_S)
-
-    @property
-    def risk_s(self) -> float:
-        return self.totals.item(RISK_S)
-
-    @property
-    def cost(self) -> float:
-        return self.totals.item(COST)
+    # the kernels' running sums and integrals by name (read-only cells of the arrays)
+    alloc_now = _Cell("sums", ALLOC_NOW)  # allocated GPU share now (over occupied GPUs)
+    occupied_now = _Cell("sums", OCCUPIED_NOW, int)
+    cost_rate = _Cell("sums", COST_RATE)  # USD per second of the occupied GPUs
+    peak_occupied = _Cell("sums", PEAK, int)
+    alloc_s = _Cell("totals", ALLOC_S)
+    util_s = _Cell("totals", UTIL_S)
+    occupied_s = _Cell("totals", OCCUPIED_S)
+    risk_s = _Cell("totals", RISK_S)
+    cost = _Cell("totals", COST)
 
     def before_change(self, n: int, gpus: Sequence[int] | np.ndarray) -> None:
         """Note what GPUs `gpus` of node n add to the sums, before they change.
