@@ -9,8 +9,26 @@ and each caller says why it picked its own.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
+
+BUSY_MS = 5000
+
+
+def _wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL. The switch needs an exclusive lock and SQLite reports a busy file
+    at once instead of calling the busy handler, so two processes opening one new file
+    together (replicas starting at once) retry here, within the busy timeout."""
+    deadline = time.monotonic() + BUSY_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def connect(path: Path | str, schema: Iterable[str], synchronous: str = "NORMAL"
@@ -20,10 +38,10 @@ def connect(path: Path | str, schema: Iterable[str], synchronous: str = "NORMAL"
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
     if path != ":memory:":
-        db.execute("PRAGMA journal_mode=WAL")
+        _wal(db)
         db.execute(f"PRAGMA synchronous={synchronous}")
-    db.execute("PRAGMA busy_timeout=5000")
     for stmt in schema:
         db.execute(stmt)
     return db
