@@ -142,6 +142,10 @@ class LoadIndex:
         self.room_min = np.zeros((n, g))  # its minimum over the window
         self.train_cap = np.where(state.forecast_on_gpu > 0, self.cap, 1.0) + EPS
         self._job_cache: dict[tuple, tuple] = {}
+        self._all_rows = np.arange(n)
+        # the compiled scorer (numba), imported with the first index, as the state's
+        from gsched.scheduler.policies import online_kernels
+        self._kernels = online_kernels
 
     # ------------------------------------------------------------------ cache
     def refresh(self) -> None:
@@ -289,18 +293,12 @@ class LoadIndex:
         def scorer() -> np.ndarray:
             if int(st.node_version.sum()) != stamp:
                 raise RuntimeError("a GPU fit was scored after the state changed")
-            if job.profile is None:
-                new_peak = firm_peak + lpeak
-            else:  # block by block: no (blocks x nodes x gpus) temporary
-                new_peak = self.firm_block[0][rows] + lb[0]
-                tmp = np.empty_like(new_peak)
-                for b in range(1, self.blocks):
-                    np.add(self.firm_block[b][rows], lb[b], out=tmp)
-                    np.maximum(new_peak, tmp, out=new_peak)
-            inter = 1.0 - (new_peak - firm_peak) / max(lpeak, EPS)
-            score = (self.occupied[rows] + W_INTERLEAVE * np.clip(inter, 0.0, 1.0)
-                     + W_FILL * np.minimum(self.firm_mean[rows] + lmean, 1.0))
-            return np.where(ok, score, -np.inf)
+            # the day's new peak (block by block, or the flat load on the firm peak),
+            # the interleave and fill terms: one compiled pass (`online_kernels`)
+            at = self._all_rows if isinstance(rows, slice) else idx
+            return self._kernels.gpu_scores(
+                self.firm_block, lb, self.firm_peak, self.firm_mean, self.occupied, ok, at,
+                lpeak, lmean, job.profile is None, W_INTERLEAVE, W_FILL, EPS)
 
         if isinstance(rows, slice):  # every row asked: the arrays are the answer
             return GpuFit(ok, scorer=scorer)

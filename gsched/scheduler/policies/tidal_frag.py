@@ -310,15 +310,13 @@ class TimeFragmentation:
         elif k == 1:
             # the fit's score is -inf exactly where the GPU does not fit, so these are
             # the per-GPU ranks with -inf there, and the tidal score counts 0 there
-            raw, score = terms.band, fit.score
-            if load_first(job):
-                per_gpu = score + W_BAND * raw
-            else:
-                per_gpu = raw + W_TIDAL * score
-            best = np.argmax(per_gpu, axis=1)
-            at = np.arange(0, raw.size, raw.shape[1]) + best
-            band, tidal = raw.reshape(-1)[at], score.reshape(-1)[at]
-            tidal[~fit.ok.reshape(-1)[at]] = 0.0
+            # (`score + W_BAND * band` for a load-first job, else `band + W_TIDAL *
+            # score`, its first highest GPU: one compiled pass, `online_kernels`)
+            from gsched.scheduler.policies.online_kernels import best_gpu
+
+            lf = load_first(job)
+            best, band, tidal = best_gpu(terms.band, fit.score, fit.ok, lf,
+                                         W_BAND if lf else W_TIDAL)
         else:
             band = terms.band
             tidal = np.where(take, fit.score, 0.0).sum(axis=1) / k
