@@ -10,7 +10,7 @@ wall time), and the filter + prioritize CPU per pod, whose inverse bounds the re
 one core can serve. `--profile` adds the top functions by own time (cProfile).
 
 Run: .venv/bin/python benchmarks/profile_extender.py [--nodes 10000] [--policy tidal]
-     [--pods 200] [--profile]
+     [--pods 200] [--profile] [--no-bind]
 """
 
 from __future__ import annotations
@@ -41,13 +41,19 @@ from gsched.traces.cluster import load_cluster  # noqa: E402
 HEADERS = {"Content-Type": "application/json"}
 
 
-def play(app: App, pods: list[dict], names: list[str], cpu: dict[str, list[float]]) -> None:
+def play(app: App, pods: list[dict], names: list[str], cpu: dict[str, list[float]],
+         bind: bool = True) -> None:
     for pod in pods:
         body = orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
         t = time.thread_time()
         r = app.handle("POST", "/filter", HEADERS, body)
         cpu["filter"].append(time.thread_time() - t)
         passed = orjson.loads(r.body)["NodeNames"]
+        if not bind:  # the throughput test's shape: prioritize over every node, no bind
+            t = time.thread_time()
+            app.handle("POST", "/prioritize", HEADERS, body)
+            cpu["prioritize"].append(time.thread_time() - t)
+            continue
         if len(passed) > 1:
             pb = body if len(passed) == len(names) else orjson.dumps(
                 {"Pod": pod, "Nodes": None, "NodeNames": passed})
@@ -72,6 +78,9 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--no-bind", action="store_true",
+                    help="the throughput test's shape: filter, then prioritize over every "
+                         "node, no bind (the state never changes)")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
     with tempfile.TemporaryDirectory() as d:
@@ -91,7 +100,7 @@ def main() -> None:
         prof = cProfile.Profile() if a.profile else None
         if prof:
             prof.enable()
-        play(app, pods[20:], names, cpu)
+        play(app, pods[20:], names, cpu, bind=not a.no_bind)
         if prof:
             prof.disable()
     print(f"{a.nodes:,} nodes, policy {a.policy}, {a.pods} pods; load average "
@@ -99,6 +108,8 @@ def main() -> None:
     print("| verb | CPU p50 (ms) | p99 (ms) | mean (ms) |")
     print("| --- | ---: | ---: | ---: |")
     for verb, xs in cpu.items():
+        if not xs:
+            continue
         ms = np.array(xs) * 1e3
         print(f"| {verb} | {np.percentile(ms, 50):.2f} | {np.percentile(ms, 99):.2f} | "
               f"{ms.mean():.2f} |")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gsched.scheduler.policies.online import W_FILL, W_INTERLEAVE, W_OCCUPIED
+from gsched.scheduler.policies.online import W_FILL, W_INTERLEAVE, W_OCCUPIED, top_k
 from gsched.scheduler.policies.online_kernels import best_gpu, gpu_scores
 from gsched.scheduler.policies.state import EPS
 from gsched.scheduler.policies.tidal_frag import W_BAND, W_TIDAL
@@ -57,16 +57,17 @@ def test_gpu_scores_match_numpy(seed: int, flat: bool) -> None:
     firm_block, firm_peak, firm_mean, occupied = state(rng)
     n, g = firm_peak.shape
     lb = np.round(rng.random(firm_block.shape[0]) * 0.5, 1)
-    lpeak, lmean = float(lb.max()), float(lb.mean())
     if seed == 0:
-        lpeak = 0.0  # the EPS floor of the denominator
+        lb[:] = 0.0  # a job of no load: the EPS floor of the denominator
+    lpeak, lmean = float(lb.max()), float(lb.mean())  # as `LoadIndex._job_view` has them
+    node_major = np.ascontiguousarray(np.moveaxis(firm_block, 0, 2))  # as `LoadIndex`
     every = np.arange(n)
     some = np.sort(rng.choice(n, size=n // 3, replace=False))
     for rows in (every, some):
         ok = rng.random((len(rows), g)) < 0.7
         want = numpy_scores(firm_block, lb, firm_peak, firm_mean, occupied, ok,
                             slice(None) if rows is every else rows, lpeak, lmean, flat)
-        got = gpu_scores(firm_block, lb, firm_peak, firm_mean, occupied, ok, rows, lpeak,
+        got = gpu_scores(node_major, lb, firm_peak, firm_mean, occupied, ok, rows, lpeak,
                          lmean, flat, W_INTERLEAVE, W_FILL, EPS)
         assert got.tobytes() == want.tobytes()
 
@@ -84,3 +85,26 @@ def test_best_gpu_matches_argmax(seed: int, lf: bool) -> None:
     got = best_gpu(band, score, ok, lf, W_BAND if lf else W_TIDAL)
     for a, b in zip(got, want, strict=True):
         assert a.tobytes() == b.tobytes()
+
+
+def numpy_top_k(score, ok, k):
+    """`online.top_k` as it was written in numpy (k argmax passes)."""
+    w = np.where(ok, score, -np.inf)
+    take = np.zeros(ok.shape, dtype=bool)
+    flat_take, flat_w = take.reshape(-1), w.reshape(-1)
+    first = np.arange(0, w.size, max(w.shape[1], 1))
+    for _ in range(min(k, w.shape[1])):
+        at = first + np.argmax(w, axis=1)
+        flat_take[at] = True
+        flat_w[at] = -np.inf
+    return take & ok
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("k", [1, 2, 3, 8, 9])
+def test_top_k_matches_argmax_passes(seed: int, k: int) -> None:
+    rng = np.random.default_rng(seed)
+    ok = rng.random((300, 8)) < 0.6
+    ok[:10] = False
+    score = np.round(rng.random((300, 8)), 1)  # ties
+    assert (top_k(score, ok, k) == numpy_top_k(score, ok, k)).all()

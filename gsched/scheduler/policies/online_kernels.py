@@ -27,11 +27,14 @@ def gpu_scores(firm_block, lb, firm_peak, firm_mean, occupied, ok, rows, lpeak, 
                flat, w_interleave, w_fill, eps):  # pragma: no cover - compiled
     """(len(rows), gpus) score of each fitting GPU of the nodes `rows`, -inf elsewhere.
 
-    The job's new daily peak on a GPU is the highest of firm block maximum plus the
-    job's block maximum (`flat`: the firm peak plus the job's flat load); the score
-    rewards an occupied GPU, peaks that interleave (the new peak hardly above the old)
-    and a fuller day, as `online.LoadIndex.fit` documents."""
-    nb = firm_block.shape[0]
+    The job's new daily peak on a GPU is the highest firm block maximum plus the job's
+    block maximum (`firm_block`: nodes x GPUs x blocks; `flat`: the firm peak plus the
+    job's flat load). On a GPU without firm load every block maximum is 0, so the new
+    peak is the job's own peak (`0.0 + x == x`, and the highest block maximum of the
+    job is its peak): its blocks are not read. The score rewards an occupied GPU, peaks
+    that interleave (the new peak hardly above the old) and a fuller day, as
+    `online.LoadIndex.fit` documents."""
+    nb = firm_block.shape[2]
     m, g = ok.shape
     out = np.empty((m, g))
     denom = max(lpeak, eps)
@@ -44,10 +47,12 @@ def gpu_scores(firm_block, lb, firm_peak, firm_mean, occupied, ok, rows, lpeak, 
             fp = firm_peak[n, j]
             if flat:
                 peak = fp + lpeak
+            elif fp == 0.0:
+                peak = lpeak
             else:
-                peak = firm_block[0, n, j] + lb[0]
+                peak = firm_block[n, j, 0] + lb[0]
                 for b in range(1, nb):
-                    v = firm_block[b, n, j] + lb[b]
+                    v = firm_block[n, j, b] + lb[b]
                     if v > peak:
                         peak = v
             inter = 1.0 - (peak - fp) / denom
@@ -83,3 +88,26 @@ def best_gpu(band, score, ok, load_first, w):  # pragma: no cover - compiled
         band_at[i] = band[i, top]
         tidal_at[i] = score[i, top] if ok[i, top] else 0.0
     return best, band_at, tidal_at
+
+
+@njit(cache=True)
+def top_k(score, ok, k):  # pragma: no cover - compiled
+    """(rows, gpus) mask of each row's `k` best-scoring fitting GPUs: `k` picks of the
+    first highest of `where(ok, score, -inf)`, each then set to -inf, kept where they
+    fit (`online.top_k`, which documents why this is what a stable sort would take)."""
+    m, g = score.shape
+    take = np.zeros((m, g), dtype=np.bool_)
+    w = np.empty(g)
+    for i in range(m):
+        for j in range(g):
+            w[j] = score[i, j] if ok[i, j] else -np.inf
+        for _ in range(min(k, g)):
+            top = 0
+            for j in range(1, g):
+                if w[j] > w[top]:
+                    top = j
+            take[i, top] = True
+            w[top] = -np.inf
+        for j in range(g):
+            take[i, j] = take[i, j] and ok[i, j]
+    return take
