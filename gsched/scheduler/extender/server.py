@@ -18,12 +18,13 @@ a POST without Content-Length 411, malformed JSON or a body of the wrong shape 4
 the failure in `Error` (what kube-scheduler reads); prioritize and preempt, whose types
 have no `Error`, answer neutrally instead.
 
-`ThreadingHTTPServer` with HTTP/1.1 keep-alive (kube-scheduler reuses connections);
-TLS is per connection, in the connection's thread, so a slow handshake never blocks
-`accept`. Connections are read and written in their own threads, but filter and
-prioritize are handled one at a time (`App.cpu_lock`, decoding to encoding): they are
-CPU work under the extender's lock anyway, and threads decoding beside it only fought
-for the GIL. Request lines, headers and answers go through `http11` (the standard
+HTTP/1.1 with keep-alive (kube-scheduler reuses connections), served by one event-loop
+thread (`eventloop.py`): it answers filter and prioritize itself, one at a time, from
+decoding to encoding (they are CPU work under the extender's lock anyway, and threads
+decoding beside it only fought for the GIL), and hands bind, preempt, health, metrics
+and mounted routes to a small thread pool (they may wait on the API server or SQLite).
+TLS handshakes are non-blocking on the same loop, so a slow one never blocks another
+connection. Request lines, headers and answers go through `http11` (the standard
 handler's behaviour, without its email parser).
 """
 
@@ -31,12 +32,11 @@ from __future__ import annotations
 
 import hmac
 import logging
-import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gsched.scheduler.extender import http11, wire
+from gsched.scheduler.extender.eventloop import EventLoopServer
 from gsched.scheduler.extender.metrics import SchedulerMetrics
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ class App:
         self.routes: dict[tuple[str, str], tuple[str, Callable[[bytes, Mapping[str, str]],
                                                                Response]]] = {}
         p = config.prefix
+        #: the routes the event loop answers itself (CPU work that never waits)
+        self.inline_paths = frozenset({f"{p}/filter", f"{p}/prioritize"})
         for verb in VERBS:
             self.routes[("POST", f"{p}/{verb}")] = (verb, self._verb_handler(verb))
         self.routes[("GET", "/healthz")] = ("healthz", lambda b, h: _json(200, {"ok": True}))
@@ -264,9 +267,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
     error_content_type = JSON
     error_message_format = '{"error": "%(code)d %(message)s", "field": ""}'
     app: App  # set on the subclass made per server
+    #: the event loop already sent `100 Continue` for this request (it reads the body
+    #: before the handler runs)
+    continued = False
 
     def parse_request(self) -> bool:
         return http11.parse_request(self)
+
+    def handle_expect_100(self) -> bool:
+        return True if self.continued else super().handle_expect_100()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         log.debug("%s " + format, self.address_string(), *args)
@@ -331,35 +340,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, addr: tuple[str, int], handler: type, tls: ssl.SSLContext | None,
-                 idle_timeout_s: float) -> None:
-        self.tls = tls
-        self.idle_timeout_s = idle_timeout_s
-        super().__init__(addr, handler)
-
-    def finish_request(self, request: socket.socket, client_address: Any) -> None:
-        request.settimeout(self.idle_timeout_s)
-        try:
-            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        if self.tls is not None:
-            try:
-                request = self.tls.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as e:
-                log.debug("TLS handshake with %s failed: %s", client_address, e)
-                return
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
-
-
 class ExtenderServer:
     """Listens in a background thread; `start()`, `url`, `stop()`."""
 
@@ -378,8 +358,10 @@ class ExtenderServer:
                 tls.verify_mode = ssl.CERT_REQUIRED
                 tls.load_verify_locations(cafile=str(self.config.tls_client_ca))
         handler = type("Handler", (_RequestHandler,), {"app": self.app})
-        self.httpd = _Server((self.config.host, self.config.port), handler, tls,
-                             self.config.idle_timeout_s)
+        inline = self.app.inline_paths
+        self.httpd = EventLoopServer((self.config.host, self.config.port), handler, tls,
+                                     self.config.idle_timeout_s, self.config.max_body_bytes,
+                                     lambda method, path: method == "POST" and path in inline)
         self._thread: threading.Thread | None = None
 
     @property
