@@ -279,10 +279,14 @@ def _client(port: int, requests: list[bytes], start: Any, out: Any) -> None:
     out.put((len(requests), t0, time.perf_counter(), time.process_time() - c0))
 
 
-def throughput(port: int, pods: list[dict], names: list[str], connections: int
-               ) -> tuple[float, float]:
-    """(peak filter+prioritize requests/s, CPU cores the load generator used) with
-    `connections` client processes, each asking about its own pods (no pod twice)."""
+def throughput(srv: Served, pods: list[dict], names: list[str], connections: int
+               ) -> tuple[float, float, float]:
+    """(peak filter+prioritize requests/s, CPU cores the server and the load generator
+    used while the clients ran) with `connections` client processes, each asking about
+    its own pods (no pod twice). The server's CPU is read when every client is connected
+    and ready and again when the last has finished, so encoding the requests and
+    starting the clients do not dilute it."""
+    port = srv.port
     per = len(pods) // connections
     ctx = multiprocessing.get_context("fork")
     start, out = ctx.Barrier(connections + 1), ctx.Queue()
@@ -296,14 +300,16 @@ def throughput(port: int, pods: list[dict], names: list[str], connections: int
     for pr in procs:
         pr.start()
     start.wait()
+    c0, t0 = srv.cpu_seconds(), time.perf_counter()
     results = [out.get(timeout=600) for _ in procs]
+    server = (srv.cpu_seconds() - c0) / (time.perf_counter() - t0)
     for pr in procs:
         pr.join(timeout=30)
     errors = [r[1] for r in results if r[0] == "error"]
     if errors:
         raise RuntimeError(f"throughput: {errors[0]}")
     wall = max(r[2] for r in results) - min(r[1] for r in results)
-    return sum(r[0] for r in results) / wall, sum(r[3] for r in results) / wall
+    return sum(r[0] for r in results) / wall, server, sum(r[3] for r in results) / wall
 
 
 def main() -> None:
@@ -350,9 +356,7 @@ def main() -> None:
                         if mode == "NodeNames" and a.connections:
                             more = [k8s_pod(10_000 + i, rng)
                                     for i in range(a.connections * a.tput_pods)]
-                            c0, t0 = srv.cpu_seconds(), time.perf_counter()
-                            rate, gen = throughput(srv.port, more, names, a.connections)
-                            server = (srv.cpu_seconds() - c0) / (time.perf_counter() - t0)
+                            rate, server, gen = throughput(srv, more, names, a.connections)
                             tput, cores = f"{rate:,.0f}", f"{server:.2f} / {gen:.2f}"
                     finally:
                         srv.stop()
