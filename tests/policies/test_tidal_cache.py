@@ -130,6 +130,18 @@ def test_normalized_scores_of_many_nodes_match_a_full_sort(seed):
                           reference_normalized(scores, feasible))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_normalized_scores_with_signed_zeros_infinities_and_one_level(seed):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(1, 400))
+    scores = rng.choice([-np.inf, -1.0, -0.0, 0.0, 0.5, 2.0, np.inf], size=n)
+    feasible = rng.random(n) < 0.8
+    for top in (1, 2, 10):
+        assert np.array_equal(normalized_scores(scores, feasible, top),
+                              reference_normalized(scores, feasible, top))
+    assert not normalized_scores(scores, np.zeros(n, dtype=bool)).any()
+
+
 def test_a_job_view_is_never_taken_from_another_profile_with_the_same_id():
     # entries are keyed on id(profile); an id is reused once its object is gone
     st = ClusterState(cluster())

@@ -159,6 +159,13 @@ def normalized_scores(scores: np.ndarray, feasible: np.ndarray, top: int = 10) -
     levels below it keep their strict order, and nodes below those share 0: the order
     kube-scheduler sees is the policy's order as far as eleven integers can hold it.
     """
+    from gsched.scheduler.policies.rank_kernels import rank_scores  # (numba: when used)
+
+    if top >= 1:  # two compiled passes; the numpy below is its reference, and NaN's path
+        ranks, done = rank_scores(np.ascontiguousarray(scores, dtype=np.float64),
+                                  np.ascontiguousarray(feasible, dtype=np.bool_), top)
+        if done:
+            return ranks
     out = np.zeros(len(scores), dtype=np.int64)
     idx = np.flatnonzero(feasible)
     if len(idx) == 0:
