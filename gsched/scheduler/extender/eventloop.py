@@ -45,13 +45,16 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Frame:
-    """Where the next request in a buffer ends (`length`, None until more bytes come) and
-    whether its client waits for `100 Continue` before sending the body."""
+    """Where the next request in a buffer ends (`length`, None until more bytes come),
+    whether its client waits for `100 Continue` before sending the body, and (`need`,
+    0 if unknown) how long the buffer must grow for it: the headers are not parsed
+    again while its body arrives."""
 
-    __slots__ = ("length", "expect_continue")
+    __slots__ = ("length", "expect_continue", "need")
 
-    def __init__(self, length: int | None, expect_continue: bool = False) -> None:
-        self.length, self.expect_continue = length, expect_continue
+    def __init__(self, length: int | None, expect_continue: bool = False,
+                 need: int = 0) -> None:
+        self.length, self.expect_continue, self.need = length, expect_continue, need
 
 
 def frame(buf: bytes | bytearray, max_body: int) -> Frame:
@@ -101,7 +104,7 @@ def frame(buf: bytes | bytearray, max_body: int) -> Frame:
     if len(buf) < head_end + n:
         expect = (len(words) == 3 and words[2] >= "HTTP/1.1"
                   and headers.get("Expect", "").lower() == "100-continue")
-        return Frame(None, expect)
+        return Frame(None, expect, head_end + n)
     return Frame(head_end + n)
 
 
@@ -121,7 +124,7 @@ class _Output:
 
 class _Conn:
     __slots__ = ("sock", "addr", "buf", "out", "busy", "eof", "closing", "last",
-                 "handshaking", "continued", "events")
+                 "handshaking", "continued", "events", "need")
 
     def __init__(self, sock: socket.socket, addr: Any, handshaking: bool) -> None:
         self.sock, self.addr = sock, addr
@@ -134,6 +137,7 @@ class _Conn:
         self.handshaking = handshaking
         self.continued = False   # `100 Continue` sent for the request being read
         self.events = 0
+        self.need = 0            # bytes the request being read needs (0: not known)
 
 
 class EventLoopServer:
@@ -348,7 +352,11 @@ class EventLoopServer:
                 else:
                     self._watch(conn, selectors.EVENT_READ)
                 return
+            if len(conn.buf) < conn.need and not conn.eof:  # its body is still coming
+                self._watch(conn, selectors.EVENT_READ)
+                return
             f = frame(conn.buf, self.max_body)
+            conn.need = f.need
             if f.length is None and not conn.eof:
                 if f.expect_continue and not conn.continued:
                     conn.continued = True
@@ -356,11 +364,10 @@ class EventLoopServer:
                     self._flush(conn)
                 self._watch(conn, selectors.EVENT_READ)
                 return
-            if f.length is None:  # the last request, cut short: the handler sees the end
-                data, rest = bytes(conn.buf), b""
-            else:
-                data, rest = bytes(conn.buf[:f.length]), conn.buf[f.length:]
-            conn.buf = bytearray(rest)
+            size = len(conn.buf) if f.length is None else f.length  # (None: the last
+            with memoryview(conn.buf) as view:  # request, cut short: the handler sees
+                data = bytes(view[:size])       # the end)
+            del conn.buf[:size]  # one copy of a 200 kB request, not three
             continued, conn.continued = conn.continued, False
             final = f.length is None
             if self.inline(*_method_path(data)):

@@ -91,8 +91,8 @@ class Response:
 
 
 def _json(status: int, obj: Any) -> Response:
-    if isinstance(obj, wire.RawJSON):
-        return Response(status, bytes(obj))
+    if isinstance(obj, wire.RawJSON):  # (bytes already: sent as it is, not copied)
+        return Response(status, obj)
     return Response(status, orjson.dumps(obj))
 
 
