@@ -171,3 +171,23 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout():
             assert read_answer(s)[0] == 200  # the server goes on
     finally:
         srv.stop()
+
+
+def test_a_reset_connection_is_dropped_and_the_server_goes_on():
+    import struct
+
+    srv, _, _ = make_server()
+    try:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall(b"POST /filter HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST: the server's next read fails
+        deadline = time.monotonic() + 9
+        while srv.httpd._conns and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not srv.httpd._conns  # dropped, not kept (nor spun on)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s2:
+            s2.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+            assert read_answer(s2)[0] == 200
+    finally:
+        srv.stop()

@@ -191,7 +191,11 @@ class EventLoopServer:
                             self._wake_r.recv(4096)
                         self._drain_done()
                     else:
-                        self._on_event(key.data, mask)
+                        try:
+                            self._on_event(key.data, mask)
+                        except Exception:  # a bug must not end the loop: only the
+                            log.exception("connection from %s failed", key.data.addr)
+                            self._close(key.data)  # connection ends
                 self._close_idle()
         finally:
             for conn in list(self._conns):
@@ -345,6 +349,9 @@ class EventLoopServer:
     def _next(self, conn: _Conn) -> None:
         """Answer the connection's buffered requests, in order, until one is incomplete,
         goes to the pool, or closes the connection."""
+        if conn.closing and not conn.out and not conn.busy:  # e.g. the socket failed
+            self._close(conn)
+            return
         while conn in self._conns and not conn.busy and not conn.out and not conn.closing:
             if not conn.buf:
                 if conn.eof:
@@ -355,7 +362,10 @@ class EventLoopServer:
             if len(conn.buf) < conn.need and not conn.eof:  # its body is still coming
                 self._watch(conn, selectors.EVENT_READ)
                 return
-            f = frame(conn.buf, self.max_body)
+            try:
+                f = frame(conn.buf, self.max_body)
+            except Exception:  # unreadable headers: the handler answers what it can
+                f = Frame(len(conn.buf))
             conn.need = f.need
             if f.length is None and not conn.eof:
                 if f.expect_continue and not conn.continued:
