@@ -118,7 +118,8 @@ def main() -> None:
           f"{2 * 1e3 / pair:,.0f} of these requests/s on one core")
     if prof:
         print()
-        pstats.Stats(prof).sort_stats(os.environ.get("PSORT", "tottime")).print_stats(int(os.environ.get("PTOP", "20")))
+        order, top = os.environ.get("PSORT", "tottime"), int(os.environ.get("PTOP", "20"))
+        pstats.Stats(prof).sort_stats(order).print_stats(top)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,16 @@ import socket
 import threading
 import time
 
+from extender_util import extender_args, k8s_pod, make_server, small_cluster
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_extender_lean_http import LINES, REQUEST_LINES
 
 from gsched.scheduler.extender.eventloop import CONTINUE, frame
 from gsched.scheduler.extender.metrics import SchedulerMetrics
 from gsched.scheduler.extender.server import App, ExtenderServer, ServerConfig, _RequestHandler
 from gsched.scheduler.extender.verbs import Extender
 from gsched.scheduler.policies.registry import make_policy
-from tests.extender.test_extender_lean_http import LINES, REQUEST_LINES
-from tests.extender_util import extender_args, k8s_pod, make_server, small_cluster
 
 MAX_BODY = 64
 

@@ -244,6 +244,14 @@ class LoadIndex:
             return self._full(rows, ok, np.where(ok, W_FILL * min(lmean, 1.0), -np.inf))
         # window: everything placed (preemptible too) plus the job, next `window` slots
         win = self.window_slots()
+        if infer and job.profile is not None and isinstance(rows, slice):
+            # every node asked (the extender's filter): every test below, one pass
+            self.guarded_room()
+            ok = self._kernels.guarded_fit(
+                base, self.room, self.room_min, np.ascontiguousarray(load[win]),
+                self.firm_peak, self.firm_block, lb, self.firm_t, load, tp, lpeak,
+                self.cap + EPS, job.preemptible)
+            return self._scored(job, ok, rows, idx, load, lb, lpeak, lmean)
         if job.profile is None:  # flat load: only the window's highest load matters
             ok = base & (self.window_max()[rows] + lpeak <= cap)
         elif infer:  # the room under the headroom cap is kept per window slot
@@ -281,7 +289,13 @@ class LoadIndex:
                         firm = self.firm_t[:, ni[amb], gi[amb]].T  # (ambiguous GPUs, slots)
                         amb[amb] = ((firm + load) <= c[amb, None]).all(axis=1)
                     ok[ri, gi] = sure | amb
-        if self.reserve > 0 and infer and not job.preemptible:
+        return self._scored(job, ok, rows, idx, load, lb, lpeak, lmean)
+
+    def _scored(self, job: Job, ok: np.ndarray, rows: slice | np.ndarray, idx: np.ndarray,
+                load: np.ndarray, lb: np.ndarray, lpeak: float, lmean: float) -> GpuFit:
+        """The fit of `ok` (after the surge reserve), with its scorer."""
+        st = self.state
+        if self.reserve > 0 and guarded(job) and not job.preemptible:
             self.surge_proof(ok, rows, idx, load)
         stamp = int(st.node_version.sum())
 

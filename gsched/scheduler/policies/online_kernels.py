@@ -111,3 +111,53 @@ def top_k(score, ok, k):  # pragma: no cover - compiled
         for j in range(g):
             take[i, j] = take[i, j] and ok[i, j]
     return take
+
+
+@njit(cache=True)
+def guarded_fit(base, room, room_min, load_win, firm_peak, firm_block, lb, firm_t, load,
+                tp, lpeak, cap, preemptible):  # pragma: no cover - compiled
+    """(nodes, gpus) mask of the GPUs a guarded (profiled inference) job fits, every node
+    asked: `online.LoadIndex.fit`'s tests for such a job, GPU by GPU, in one pass.
+
+    The window: room under the cap in every coming slot for the job's load there (sure
+    when the least room is at least the job's highest window load). The day, for a
+    non-preemptible job: the firm peak plus the job's peak under the cap, else the block
+    maxima, else slot by slot (only the GPUs the cheaper test leaves open). The same
+    sums and comparisons as the numpy, so the same answer."""
+    m, g = base.shape
+    w = load_win.shape[0]
+    wmax = load_win[0]
+    for s in range(1, w):
+        if load_win[s] > wmax:
+            wmax = load_win[s]
+    ok = np.zeros((m, g), dtype=np.bool_)
+    for n in range(m):
+        for j in range(g):
+            if not base[n, j]:
+                continue
+            if not room_min[n, j] >= wmax:
+                fits = True
+                for s in range(w):
+                    if not room[s, n, j] >= load_win[s]:
+                        fits = False
+                        break
+                if not fits:
+                    continue
+            if not preemptible and not firm_peak[n, j] + lpeak <= cap:
+                peak = firm_block[n, j, 0] + lb[0]
+                for b in range(1, firm_block.shape[2]):
+                    v = firm_block[n, j, b] + lb[b]
+                    if v > peak:
+                        peak = v
+                if not peak <= cap:
+                    if not firm_t[tp, n, j] + load[tp] <= cap:
+                        continue
+                    fits = True
+                    for t in range(load.shape[0]):
+                        if not firm_t[t, n, j] + load[t] <= cap:
+                            fits = False
+                            break
+                    if not fits:
+                        continue
+            ok[n, j] = True
+    return ok
